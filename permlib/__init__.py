@@ -1,0 +1,32 @@
+"""permlib: differentiable permutations in PyTorch.
+
+Conventions used everywhere: square inputs have shape ``(..., N, N)`` with batch dimensions first;
+rows index the items and columns the positions they can take; scores (log-potentials) are
+maximized, and costs appear only where a function says so; a permutation is an index tensor
+``perm`` of shape ``(..., N)`` with ``perm[..., i]`` the column given to row ``i``, and
+``permutation_matrix(perm)`` is its one-hot ``(..., N, N)`` form.
+"""
+
+from permlib import metrics
+from permlib.gumbel import gumbel_matching, gumbel_sinkhorn, perturb, sample_gumbel
+from permlib.hste import hungarian_ste
+from permlib.matching import invert_permutation, matching, permutation_matrix
+from permlib.sinkhorn import ConvergenceWarning, SinkhornInfo, log_sinkhorn, sinkhorn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceWarning",
+    "SinkhornInfo",
+    "gumbel_matching",
+    "gumbel_sinkhorn",
+    "hungarian_ste",
+    "invert_permutation",
+    "log_sinkhorn",
+    "matching",
+    "metrics",
+    "permutation_matrix",
+    "perturb",
+    "sample_gumbel",
+    "sinkhorn",
+]

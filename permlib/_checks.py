@@ -1,0 +1,102 @@
+"""Argument validation shared by every public function.
+
+Each check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong shape or
+value) with a message that names the argument and says what was wrong, so that bad input fails
+loudly at the call instead of surfacing later as a NaN, a hang or a device-side assert.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+
+__all__ = [
+    "check_finite",
+    "check_float_matrix",
+    "check_permutation",
+    "check_positive_int",
+    "check_positive_real",
+    "check_same_device",
+    "check_tensor",
+]
+
+
+def check_tensor(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Reject NaN and +-inf entries (the message follows scipy's wording)."""
+    if x.device.type == "meta" or not x.numel():  # nothing to inspect
+        return
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains invalid numeric entries (NaN or inf)")
+
+
+def check_float_matrix(
+    x: object, name: str, *, square: bool = True, finite: bool = True
+) -> torch.Tensor:
+    """Check a floating ``(..., N, M)`` tensor (``N == M`` when ``square``), finite by default."""
+    x = check_tensor(x, name)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions (..., N, N), got shape {tuple(x.shape)}"
+        )
+    if square and x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"{name} must be square in its last two dimensions, got shape {tuple(x.shape)}"
+        )
+    if x.shape[-1] == 0:
+        raise ValueError(f"{name} must have N >= 1, got shape {tuple(x.shape)}")
+    if finite:
+        check_finite(x, name)
+    return x
+
+
+def check_positive_real(value: object, name: str) -> float:
+    """A finite real number > 0 (bools are rejected)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_same_device(**tensors: torch.Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"tensors must be on the same device, got {listed}")
+
+
+def check_permutation(perm: object, name: str) -> torch.Tensor:
+    """Check an integer tensor ``(..., N)`` whose last axis is a permutation of ``0..N-1``."""
+    perm = check_tensor(perm, name)
+    if perm.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"{name} must have an integer dtype, got {perm.dtype}")
+    if perm.dim() < 1 or perm.shape[-1] == 0:
+        raise ValueError(f"{name} must have shape (..., N) with N >= 1, got {tuple(perm.shape)}")
+    n = perm.shape[-1]
+    if perm.device.type == "meta":
+        return perm
+    expected = torch.arange(n, device=perm.device)
+    if not bool((perm.sort(dim=-1).values == expected).all()):
+        raise ValueError(f"{name} must hold a permutation of 0..{n - 1} along its last dimension")
+    return perm

@@ -1,0 +1,81 @@
+"""Exact linear assignment M(X): the tau -> 0 limit of the Sinkhorn operator.
+
+``matching(scores)`` returns, for each ``(N, N)`` matrix of a batch, the permutation that maximizes
+``sum_i scores[i, perm[i]]`` (000_7091bfda3c1c82a1, eq. 3). The solving is done by real assignment
+solvers, never by a hand-written Hungarian algorithm: lapx's multi-threaded batched Jonker-Volgenant
+(``lapjvr_batch``), or scipy's ``linear_sum_assignment`` one matrix at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lap
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from permlib._checks import check_float_matrix, check_permutation
+
+__all__ = ["invert_permutation", "matching", "permutation_matrix"]
+
+Solver = Literal["auto", "lapx", "scipy"]
+_SOLVERS = ("auto", "lapx", "scipy")
+
+
+def _solve_lapx(costs: np.ndarray) -> np.ndarray:
+    _, cols = lap.lapjvr_batch(costs, return_cost=False)
+    return np.stack(cols)
+
+
+def _solve_scipy(costs: np.ndarray) -> np.ndarray:
+    return np.stack([linear_sum_assignment(c)[1] for c in costs])
+
+
+def matching(scores: torch.Tensor, maximize: bool = True, solver: Solver = "auto") -> torch.Tensor:
+    """Exact matching (linear assignment) of a batch of square score matrices.
+
+    Args:
+        scores: ``(..., N, N)`` floating, finite. Rows index items, columns index positions.
+        maximize: maximize the total score (the default, scores as log-potentials); with
+            ``False`` the entries are costs and the total is minimized.
+        solver: ``"auto"`` (lapx's batched Jonker-Volgenant, the fastest at every size measured
+            on our 2-core CPU machine: see ``benchmarks/``), ``"lapx"`` or ``"scipy"``.
+
+    Returns:
+        ``perm``: ``(..., N)`` int64 on ``scores``' device; ``perm[..., i]`` is the column given
+        to row ``i``. Not differentiable (use :func:`permlib.hungarian_ste` for gradients).
+    """
+    check_float_matrix(scores, "scores")
+    if solver not in _SOLVERS:
+        raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
+    batch, n = scores.shape[:-2], scores.shape[-1]
+    costs = scores.detach().to(device="cpu", dtype=torch.float64).reshape(-1, n, n).numpy()
+    if maximize:
+        costs = -costs
+    costs = np.ascontiguousarray(costs)
+    if costs.shape[0] == 0:
+        cols = np.zeros((0, n), dtype=np.int64)
+    elif n == 1:
+        cols = np.zeros((costs.shape[0], 1), dtype=np.int64)
+    elif solver == "scipy":
+        cols = _solve_scipy(costs)
+    else:
+        cols = _solve_lapx(costs)
+    perm = torch.from_numpy(cols.astype(np.int64, copy=False))
+    return perm.reshape(batch + (n,)).to(scores.device)
+
+
+def permutation_matrix(perm: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One-hot form of ``perm``: ``(..., N) -> (..., N, N)``, ``P[..., i, perm[..., i]] = 1``."""
+    check_permutation(perm, "perm")
+    n = perm.shape[-1]
+    return torch.nn.functional.one_hot(perm.long(), n).to(dtype)
+
+
+def invert_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """Inverse permutation: ``inv[..., perm[..., i]] = i``; ``(..., N) -> (..., N)``."""
+    check_permutation(perm, "perm")
+    perm = perm.long()
+    ar = torch.arange(perm.shape[-1], device=perm.device).expand_as(perm)
+    return torch.empty_like(perm).scatter_(-1, perm, ar)

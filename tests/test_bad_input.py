@@ -1,0 +1,92 @@
+"""Every public function rejects bad input with a clear error that names the argument."""
+
+import math
+
+import pytest
+import torch
+
+import permlib
+from permlib.metrics import constraint_error
+
+SQUARE_FUNCTIONS = {
+    "log_sinkhorn": lambda x: permlib.log_sinkhorn(x),
+    "sinkhorn": lambda x: permlib.sinkhorn(x),
+    "matching": lambda x: permlib.matching(x),
+    "gumbel_sinkhorn": lambda x: permlib.gumbel_sinkhorn(x),
+    "gumbel_matching": lambda x: permlib.gumbel_matching(x),
+    "hungarian_ste": lambda x: permlib.hungarian_ste(x),
+    "perturb": lambda x: permlib.perturb(x),
+    "constraint_error": lambda x: constraint_error(x),
+}
+
+BAD_MATRICES = [
+    ("1-D", torch.zeros(3), ValueError, "at least 2 dimensions"),
+    ("non-square", torch.zeros(2, 3), ValueError, "square"),
+    ("batched non-square", torch.zeros(4, 3, 2), ValueError, "square"),
+    ("empty", torch.zeros(0, 0), ValueError, "N >= 1"),
+    ("nan", torch.tensor([[0.0, math.nan], [1.0, 0.0]]), ValueError, "invalid numeric entries"),
+    ("inf", torch.tensor([[0.0, math.inf], [1.0, 0.0]]), ValueError, "invalid numeric entries"),
+    ("-inf", torch.tensor([[0.0, -math.inf], [1.0, 0.0]]), ValueError, "invalid numeric entries"),
+    ("integer", torch.zeros(3, 3, dtype=torch.int64), TypeError, "floating dtype"),
+    ("not a tensor", [[0.0, 1.0], [1.0, 0.0]], TypeError, "torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("fname", SQUARE_FUNCTIONS)
+@pytest.mark.parametrize("case,x,exc,msg", BAD_MATRICES, ids=[c[0] for c in BAD_MATRICES])
+def test_bad_matrices_are_rejected(fname, case, x, exc, msg):
+    with pytest.raises(exc, match=msg):
+        SQUARE_FUNCTIONS[fname](x)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        ({"tau": 0.0}, ValueError, "tau must be a finite number > 0"),
+        ({"tau": -1.0}, ValueError, "tau"),
+        ({"tau": math.nan}, ValueError, "tau"),
+        ({"tau": math.inf}, ValueError, "tau"),
+        ({"tau": "1"}, TypeError, "tau"),
+        ({"n_iters": 0}, ValueError, "n_iters must be >= 1"),
+        ({"n_iters": 2.5}, TypeError, "n_iters must be an integer"),
+        ({"tol": 0.0}, ValueError, "tol"),
+        ({"tol": -1e-3}, ValueError, "tol"),
+        ({"backward": "adjoint"}, ValueError, "backward must be one of"),
+    ],
+)
+@pytest.mark.parametrize("fn", [permlib.log_sinkhorn, permlib.sinkhorn, permlib.gumbel_sinkhorn])
+def test_bad_sinkhorn_arguments(fn, kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        fn(torch.zeros(3, 3), **kwargs)
+
+
+def test_bad_sampler_arguments():
+    x = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match="n_samples"):
+        permlib.gumbel_sinkhorn(x, n_samples=0)
+    with pytest.raises(ValueError, match="noise_factor"):
+        permlib.gumbel_matching(x, noise_factor=-1.0)
+    with pytest.raises(ValueError, match="generator is on cpu"):
+        permlib.perturb(torch.zeros(3, 3, device="meta"), generator=torch.Generator())
+    with pytest.raises(TypeError, match="dtype"):
+        permlib.sample_gumbel((2,), dtype=torch.int64)
+    with pytest.raises(ValueError, match="solver"):
+        permlib.matching(x, solver="hungarian")
+
+
+def test_bad_permutations():
+    with pytest.raises(ValueError, match="permutation of 0..2"):
+        permlib.permutation_matrix(torch.tensor([0, 2, 2]))
+    with pytest.raises(ValueError, match="permutation"):
+        permlib.invert_permutation(torch.tensor([0, 3, 1]))
+    with pytest.raises(TypeError, match="integer dtype"):
+        permlib.permutation_matrix(torch.tensor([0.0, 1.0]))
+
+
+def test_finite_extreme_input_never_gives_nan():
+    x = torch.tensor([[3e38, -3e38], [-3e38, 3e38]])  # finite, near float32's limit
+    out = permlib.sinkhorn(x, tau=1e-4)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.equal(out, torch.eye(2))
+    with pytest.raises(ValueError, match="overflows even in float64"):
+        permlib.sinkhorn(torch.tensor([[1e300, 0.0], [0.0, 1e300]], dtype=torch.float64), 1e-20)

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
+
+from permlib import invert_permutation, matching, permutation_matrix
+
+
+def objective(scores: np.ndarray, perm: np.ndarray) -> float:
+    return float(scores[np.arange(len(perm)), perm].sum())
+
+
+@given(
+    n=st.integers(1, 30),
+    batch=st.integers(1, 6),
+    kind=st.sampled_from(["normal", "ties", "huge"]),
+    seed=st.integers(0, 10_000),
+    solver=st.sampled_from(["auto", "scipy"]),
+)
+def test_attains_scipy_optimum(n, batch, kind, seed, solver):
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        s = rng.standard_normal((batch, n, n))
+    elif kind == "ties":
+        s = rng.integers(0, 3, (batch, n, n)).astype(float)
+    else:
+        s = rng.uniform(1, 1000, (batch, n, n)) / 1e-4
+    perm = matching(torch.from_numpy(s), solver=solver).numpy()
+    for b in range(batch):
+        assert sorted(perm[b]) == list(range(n))
+        rows, cols = linear_sum_assignment(s[b], maximize=True)
+        assert objective(s[b], perm[b]) == pytest.approx(s[b][rows, cols].sum(), rel=1e-12)
+
+
+def test_minimize_costs_and_batch_shape(generator):
+    s = torch.randn(2, 3, 7, 7, generator=generator)
+    perm = matching(s, maximize=False)
+    assert perm.shape == (2, 3, 7) and perm.dtype == torch.int64
+    ref = matching(-s)
+    flat_s, flat_p, flat_r = s.reshape(-1, 7, 7), perm.reshape(-1, 7), ref.reshape(-1, 7)
+    for sb, pb, rb in zip(flat_s, flat_p, flat_r, strict=True):
+        assert sb[torch.arange(7), pb].sum() == pytest.approx(sb[torch.arange(7), rb].sum().item())
+
+
+def test_recovers_a_planted_permutation(generator):
+    truth = torch.stack([torch.randperm(12, generator=generator) for _ in range(5)])
+    scores = permutation_matrix(truth) * 5 + 0.1 * torch.randn(5, 12, 12, generator=generator)
+    assert torch.equal(matching(scores), truth)
+
+
+def test_works_with_gradients_and_single_item():
+    x = torch.randn(4, 4, requires_grad=True)
+    assert matching(x).shape == (4,)
+    assert matching(torch.zeros(1, 1)).tolist() == [0]
+
+
+def test_permutation_matrix_and_inverse(generator):
+    perm = torch.stack([torch.randperm(9, generator=generator) for _ in range(4)])
+    p = permutation_matrix(perm)
+    assert p.shape == (4, 9, 9)
+    assert torch.equal(p.sum(-1), torch.ones(4, 9)) and torch.equal(p.sum(-2), torch.ones(4, 9))
+    assert torch.equal(p.argmax(-1), perm)
+    inv = invert_permutation(perm)
+    assert torch.equal(invert_permutation(inv), perm)
+    assert torch.equal(permutation_matrix(inv), p.transpose(-1, -2))
+    assert torch.equal(torch.gather(perm, -1, inv), torch.arange(9).expand(4, 9))
+    assert permutation_matrix(perm, dtype=torch.float64).dtype == torch.float64
