@@ -3,9 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test
+EXTRAS ?= test,book
+MODE ?= ci
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo book browser test lint clean
 
 setup: $(VENV)/.installed
 
@@ -18,10 +19,21 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/python -m permlib.demo
 
+# Execute every notebook with papermill (MODE=ci or MODE=full) and build _build/html with
+# Jupyter Book (warnings are errors). Only notebooks whose source or permlib changed re-run.
+book: setup
+	$(BIN)/python scripts/build_book.py --mode $(MODE)
+
+# Headless Chromium for tests/book/test_browser.py (Debian package; CI runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  echo "warning: could not install chromium; the browser test will be skipped outside CI"
+
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint
+test: setup lint book browser
 	$(BIN)/python -m pytest
 
 clean:

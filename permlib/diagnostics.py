@@ -35,6 +35,7 @@ __all__ = [
     "linear_loss_gradient",
     "load_paper_table",
     "normalization_errors",
+    "operator_gradient",
     "oscillating_patterns",
     "permutation_frequencies",
     "plateau_exit",
@@ -109,8 +110,9 @@ def entropic_reference(scores: torch.Tensor | np.ndarray, tau: float) -> np.ndar
     """
     from scipy.optimize import minimize
 
-    x = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,
-                   dtype=np.float64)
+    x = np.asarray(
+        scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64
+    )
     if x.ndim != 2 or x.shape[0] != x.shape[1]:
         raise ValueError(f"scores must be one square matrix, got shape {x.shape}")
     n = x.shape[0]
@@ -127,8 +129,15 @@ def entropic_reference(scores: torch.Tensor | np.ndarray, tau: float) -> np.ndar
     a_eq = np.vstack([rows, cols[:-1]])  # one constraint is redundant
     constraint = {"type": "eq", "fun": lambda f: a_eq @ f - 1.0, "jac": lambda f: a_eq}
     start = np.full(n * n, 1.0 / n)
-    res = minimize(neg_objective, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * n * n,
-                   constraints=[constraint], options={"ftol": 1e-15, "maxiter": 2000})
+    res = minimize(
+        neg_objective,
+        start,
+        jac=True,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * n * n,
+        constraints=[constraint],
+        options={"ftol": 1e-15, "maxiter": 2000},
+    )
     if not res.success:
         raise RuntimeError(f"SLSQP did not converge: {res.message}")
     return res.x.reshape(n, n)
@@ -258,6 +267,27 @@ def linear_loss_gradient(
     return grad
 
 
+def operator_gradient(
+    op: Callable[[torch.Tensor], torch.Tensor],
+    scores: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Gradient with respect to the scores of ``loss(op(X)).sum()``, for any loss.
+
+    Args:
+        op: maps ``(..., N, N)`` scores to a ``(..., N, N)`` (relaxed) permutation matrix, e.g.
+            ``permlib.hungarian_ste`` or ``lambda x: permlib.sinkhorn(x, tau=0.1)``.
+        scores: ``(..., N, N)`` scores ``X`` (not modified).
+        loss: maps the ``(..., N, N)`` matrix to per-item losses ``(...)`` (summed).
+
+    Returns:
+        ``(..., N, N)`` gradient, same dtype as ``scores``.
+    """
+    x = scores.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(op(x)).sum(), x)
+    return grad
+
+
 # ---------------------------------------------------------------------------------------------
 # Distributions over permutations on small N (by enumeration)
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +310,7 @@ def _rank(perm: torch.Tensor) -> torch.Tensor:
     n = perm.shape[-1]
     rank = torch.zeros(perm.shape[:-1], dtype=torch.int64)
     for i in range(n):
-        smaller_after = (perm[..., i + 1:] < perm[..., i : i + 1]).sum(dim=-1)
+        smaller_after = (perm[..., i + 1 :] < perm[..., i : i + 1]).sum(dim=-1)
         rank = rank + smaller_after * math.factorial(n - 1 - i)
     return rank
 

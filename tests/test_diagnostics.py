@@ -97,3 +97,11 @@ def test_load_paper_table():
     assert {row["epsilon"] for row in table["rows"]} >= {0.1, 1e-10}
     with pytest.raises(KeyError):
         dg.load_paper_table("no such table")
+
+
+def test_operator_gradient_matches_linear_case(generator):
+    x = torch.randn(3, 4, 4, generator=generator, dtype=torch.float64)
+    w = torch.randn(4, 4, generator=generator, dtype=torch.float64)
+    op = lambda s: permlib.sinkhorn(s, tau=0.5)  # noqa: E731
+    g1 = dg.operator_gradient(op, x, lambda p: (p * w).sum(dim=(-2, -1)))
+    assert torch.allclose(g1, dg.linear_loss_gradient(op, x, w))
