@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from permlib.data import sample_sorting_batch
+from permlib.matching import permutation_matrix
+from permlib.nn import SortingNetwork, reconstruct
+
+
+@pytest.mark.parametrize("init", ["glorot", "torch"])
+def test_equivariance(init, generator):
+    """Permuting the inputs permutes the rows of log_alpha, of S(log_alpha) and the prediction."""
+    net = SortingNetwork(6, head="sinkhorn", init=init, generator=generator)
+    x = torch.rand(3, 6, generator=generator)
+    sigma = torch.randperm(6, generator=generator)
+    la, la_p = net.log_alpha(x), net.log_alpha(x[:, sigma])
+    torch.testing.assert_close(la_p, la[:, sigma])
+    torch.testing.assert_close(net(x[:, sigma]), net(x)[:, :, sigma])
+    assert torch.equal(net.predict(x[:, sigma]), net.predict(x)[:, sigma])
+
+
+def test_shapes_and_heads(generator):
+    x = torch.rand(4, 5, generator=generator)
+    gs = SortingNetwork(5, head="gumbel_sinkhorn", n_samples=3, generator=generator)
+    p = gs(x, generator=generator)
+    assert p.shape == (3, 4, 5, 5)
+    torch.testing.assert_close(p.sum(-2), torch.ones(3, 4, 5))  # columns sum to 1
+    hard = SortingNetwork(5, head="hste", noise_factor=1.0, n_samples=2)(x, generator=generator)
+    assert hard.shape == (2, 4, 5, 5) and set(hard.unique().tolist()) <= {0.0, 1.0}
+    assert SortingNetwork(5, head="sinkhorn")(x).shape == (1, 4, 5, 5)
+    assert gs.predict(x).shape == (4, 5)
+
+
+def test_head_arguments_checked():
+    with pytest.raises(ValueError):
+        SortingNetwork(5, head="softsort")
+    with pytest.raises(ValueError):
+        SortingNetwork(5, head="sinkhorn", noise_factor=1.0)
+    with pytest.raises(ValueError):
+        SortingNetwork(5, head="gumbel_sinkhorn", noise_factor=0.0)
+    with pytest.raises(ValueError):
+        SortingNetwork(5, init="zeros")
+    with pytest.raises(ValueError):
+        SortingNetwork(5).log_alpha(torch.rand(2, 4))
+
+
+def test_seeded_init():
+    a = SortingNetwork(5, generator=torch.Generator().manual_seed(1))
+    b = SortingNetwork(5, generator=torch.Generator().manual_seed(1))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert torch.all(a.g1.bias == 0)
+
+
+def test_reconstruct_with_true_permutation_sorts(generator):
+    batch = sample_sorting_batch(3, 8, generator=generator)
+    p = permutation_matrix(batch.perm)
+    torch.testing.assert_close(reconstruct(p, batch.x), batch.x_sorted)
+    # a leading sample dimension broadcasts
+    assert reconstruct(p.expand(2, 3, 8, 8), batch.x).shape == (2, 3, 8)
+
+
+def test_hste_gradient_flows(generator):
+    net = SortingNetwork(5, head="hste", generator=generator)
+    batch = sample_sorting_batch(4, 5, generator=generator)
+    net.loss(batch.x, batch.x_sorted).backward()
+    assert net.g2.weight.grad is not None and net.g2.weight.grad.abs().sum() > 0
