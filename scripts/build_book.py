@@ -65,15 +65,39 @@ def stage() -> None:
             p.unlink()
 
 
+def toc_notebooks() -> list[Path]:
+    """The notebooks of the book: ``notebooks/<name>`` entries of ``_toc.yml`` (sources ``.md``).
+
+    A notebook in ``notebooks/`` that the table of contents does not list yet is not executed.
+    """
+    import yaml
+
+    def files(node: object) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["file"]] if isinstance(node.get("file"), str) else []
+            return own + [f for v in node.values() for f in files(v)]
+        if isinstance(node, list):
+            return [f for v in node for f in files(v)]
+        return []
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    entries = [f for f in files(toc) if f.startswith("notebooks/")]
+    missing = [f for f in entries if not (ROOT / f"{f}.md").exists()]
+    if missing:
+        raise SystemExit(f"_toc.yml lists notebooks without a source .md: {missing}")
+    return [ROOT / f"{f}.md" for f in entries]
+
+
 def execute(mode: str, force: bool) -> list[str]:
     """Execute the notebooks that changed; return the names of those that failed."""
     import jupytext
+    import nbformat
     import papermill
 
     out_dir = SRC / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = [p for p in (ROOT / "permlib").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-    sources = sorted(NOTEBOOKS.glob("*.md"))
+    sources = toc_notebooks()
     names = {s.stem for s in sources}
     for stale in out_dir.glob("*"):  # notebooks that were removed from notebooks/
         if stale.stem.split(".")[0] not in names:
@@ -114,6 +138,12 @@ def execute(mode: str, force: bool) -> list[str]:
             print(f"[book] FAILED {src.name}: {exc}", file=sys.stderr, flush=True)
             continue
         dt = time.perf_counter() - t0
+        executed = nbformat.read(tmp, as_version=4)
+        for cell in executed.cells:  # the book shows the parameters cell once, not papermill's copy
+            tags = cell.metadata.setdefault("tags", [])
+            if "injected-parameters" in tags and "remove-cell" not in tags:
+                tags.append("remove-cell")
+        nbformat.write(executed, tmp)
         tmp.replace(out)
         stamp.write_text(key)
         timings[src.stem] = round(dt, 1)
