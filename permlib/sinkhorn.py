@@ -296,8 +296,9 @@ class _ImplicitGrad(torch.autograd.Function):
 
         dL/dX = G - P * (a 1^T + 1 b^T),   [[I, P], [P^T, I]] [a; b] = [G 1; G^T 1],
 
-    solved through the Schur complement ``(I - P^T P) b = G^T 1 - P^T G 1`` (singular only along
-    the gauge direction ``1``, which ``1 1^T / N`` removes). Nothing from the iterations is stored,
+    solved through the Schur complement ``(I - P^T P) b = G^T 1 - P^T G 1`` (singular along the
+    gauge direction ``1``, which ``1 1^T / N`` removes, and nearly so when P is nearly a
+    permutation, hence a pseudo-inverse). Nothing from the iterations is stored,
     so memory does not grow with the number of iterations.
     """
 
@@ -318,7 +319,15 @@ class _ImplicitGrad(torch.autograd.Function):
         rhs = c - (p.transpose(-1, -2) @ r.unsqueeze(-1)).squeeze(-1)
         eye = torch.eye(n, dtype=g.dtype, device=g.device)
         system = eye - p.transpose(-1, -2) @ p + 1.0 / n
-        b = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
+        # Symmetric PSD; nearly singular when P is nearly a permutation (small tau), where each
+        # block of P's support adds a gauge direction. The least-norm solution is the right one
+        # (gauges cancel in a_i + b_j on the support), so solve with a pseudo-inverse.
+        evals, evecs = torch.linalg.eigh(system)
+        rel = 1e-6 if g.dtype == torch.float64 else 1e-3  # calibrated against unrolled gradients
+        cutoff = evals.amax(dim=-1, keepdim=True) * rel
+        inv = torch.where(evals > cutoff, 1.0 / evals, torch.zeros_like(evals))
+        coef = (evecs.transpose(-1, -2) @ rhs.unsqueeze(-1)).squeeze(-1) * inv
+        b = (evecs @ coef.unsqueeze(-1)).squeeze(-1)
         a = r - (p @ b.unsqueeze(-1)).squeeze(-1)
         grad_x = g - p * (a.unsqueeze(-1) + b.unsqueeze(-2))
         return grad_x.to(grad.dtype), None
