@@ -323,7 +323,7 @@ class _ImplicitGrad(torch.autograd.Function):
         # block of P's support adds a gauge direction. The least-norm solution is the right one
         # (gauges cancel in a_i + b_j on the support), so solve with a pseudo-inverse.
         evals, evecs = torch.linalg.eigh(system)
-        rel = 1e-6 if g.dtype == torch.float64 else 1e-3  # calibrated against unrolled gradients
+        rel = 1e-6 if g.dtype == torch.float64 else 1e-3  # drop the near-null (gauge) directions
         cutoff = evals.amax(dim=-1, keepdim=True) * rel
         inv = torch.where(evals > cutoff, 1.0 / evals, torch.zeros_like(evals))
         coef = (evecs.transpose(-1, -2) @ rhs.unsqueeze(-1)).squeeze(-1) * inv
