@@ -21,6 +21,8 @@ __all__ = ["invert_permutation", "matching", "permutation_matrix"]
 
 Solver = Literal["auto", "lapx", "scipy"]
 _SOLVERS = ("auto", "lapx", "scipy")
+#: From this size on, float32 (and lower) scores are solved as float32 costs (see ``matching``).
+_FLOAT32_FROM_N = 64
 
 
 def _solve_lapx(costs: np.ndarray) -> np.ndarray:
@@ -39,21 +41,30 @@ def matching(scores: torch.Tensor, maximize: bool = True, solver: Solver = "auto
         scores: ``(..., N, N)`` floating, finite. Rows index items, columns index positions.
         maximize: maximize the total score (the default, scores as log-potentials); with
             ``False`` the entries are costs and the total is minimized.
-        solver: ``"auto"`` (lapx's batched Jonker-Volgenant, the fastest at every size measured
-            on our 2-core CPU machine: see ``benchmarks/``), ``"lapx"`` or ``"scipy"``.
+        solver: ``"auto"`` (lapx's batched Jonker-Volgenant ``lapjvr_batch``, the fastest of
+            scipy's and lapx's solvers at every size measured on our 2-core CPU machine: see
+            ``benchmarks/``), ``"lapx"`` or ``"scipy"``. Costs are solved in float64, or in
+            float32 (with float64 sums) for lower-precision scores with ``N >= 64``.
 
     Returns:
         ``perm``: ``(..., N)`` int64 on ``scores``' device; ``perm[..., i]`` is the column given
         to row ``i``. Not differentiable (use :func:`permlib.hungarian_ste` for gradients).
     """
-    check_float_matrix(scores, "scores")
+    check_float_matrix(scores, "scores", finite=False)
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
     batch, n = scores.shape[:-2], scores.shape[-1]
-    costs = scores.detach().to(device="cpu", dtype=torch.float64).reshape(-1, n, n).numpy()
-    if maximize:
-        costs = -costs
-    costs = np.ascontiguousarray(costs)
+    # Everything from here on is numpy: small torch ops on a busy CPU each wait for the OpenMP
+    # pool, which costs more than the solve itself for batches of small matrices.
+    flat = scores.detach().reshape(-1, n, n).cpu()
+    # Negating is exact, and lapx sums square problems in float64 even for float32 costs, so the
+    # optimum is that of the scores as given; float32 costs halve the memory traffic of large
+    # matrices, while lapx is faster on float64 for small ones (measured in benchmarks/).
+    if flat.dtype != torch.float64:
+        flat = flat.float() if n >= _FLOAT32_FROM_N else flat.double()
+    costs = np.negative(flat.numpy()) if maximize else np.ascontiguousarray(flat.numpy())
+    if not (np.isfinite(costs.min()) and np.isfinite(costs.max())):  # NaN propagates
+        raise ValueError("scores contains invalid numeric entries (NaN or inf)")
     if costs.shape[0] == 0:
         cols = np.zeros((0, n), dtype=np.int64)
     elif n == 1:
