@@ -60,10 +60,12 @@ def matching(scores: torch.Tensor, maximize: bool = True, solver: Solver = "auto
     # Negating is exact, and lapx sums square problems in float64 even for float32 costs, so the
     # optimum is that of the scores as given; float32 costs halve the memory traffic of large
     # matrices, while lapx is faster on float64 for small ones (measured in benchmarks/).
-    if flat.dtype != torch.float64:
-        flat = flat.float() if n >= _FLOAT32_FROM_N else flat.double()
-    costs = np.negative(flat.numpy()) if maximize else np.ascontiguousarray(flat.numpy())
-    if not (np.isfinite(costs.min()) and np.isfinite(costs.max())):  # NaN propagates
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()  # exact for float16 / bfloat16
+    arr = flat.numpy()
+    work = np.float32 if arr.dtype == np.float32 and n >= _FLOAT32_FROM_N else np.float64
+    costs = np.negative(arr, dtype=work) if maximize else np.ascontiguousarray(arr, dtype=work)
+    if costs.size and not (np.isfinite(costs.min()) and np.isfinite(costs.max())):  # NaN spreads
         raise ValueError("scores contains invalid numeric entries (NaN or inf)")
     if costs.shape[0] == 0:
         cols = np.zeros((0, n), dtype=np.int64)
