@@ -438,11 +438,14 @@ def run_cell(
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Exclusive lock on ``path``'s sidecar lock file (several runners may share a results file)."""
+    """Exclusive lock for updating ``path`` (several runners may share a results file)."""
     import fcntl
+    import hashlib
+    import tempfile
 
-    lock = path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    # outside the results folder, so that it holds only results
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"permlib-results-{digest}.lock"
     with open(lock, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
