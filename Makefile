@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= test,book
 MODE ?= ci
 
-.PHONY: setup demo book browser test lint clean
+.PHONY: setup demo book browser bench test lint clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "warning: could not install chromium; the browser test will be skipped outside CI"
+
+# Benchmarks against pygmtools, POT, OTT-JAX, scipy and lapx: BENCH=quick (minutes) or full.
+BENCH ?= quick
+bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks.run --$(BENCH)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,424 @@
+"""Run the benchmarks: ``python -m benchmarks.run --quick`` (a few minutes) or ``--full``.
+
+Every comparison is made in one process, on the same inputs (N(0, 1) scores drawn from
+``--seed``, tau = 1, loss ``sum(P * W)``), in the same dtype; methods are timed in interleaved
+rounds after one warm-up call each, and the minimum and median of the rounds are reported
+(the machine is shared, so only ratios within one run mean anything). Writes
+``benchmarks/results/bench_<mode>.json`` and ``bench_<mode>.png`` (see :mod:`benchmarks.figure`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from benchmarks import memory
+from benchmarks.ott_worker import run_ott
+from benchmarks.peers import as_numpy, matching_methods, sinkhorn_methods
+from benchmarks.textbook import sinkhorn_loop
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET = {"B": 128, "N": 100, "L": 20, "dtype": "float32"}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PEER_PACKAGES = ("pygmtools", "POT", "ott-jax", "jax", "jaxlib", "seaborn", "matplotlib", "pandas")
+
+
+def plan(mode: str) -> dict:
+    """The sizes each section runs in ``mode`` (``tiny`` is for the harness's own tests)."""
+    if mode == "tiny":
+        return {
+            "sinkhorn": [(2, n, 3, "float32") for n in (4, 6)] + [(2, 4, 3, "float64")],
+            "memory": {"B": 2, "N": 8, "L": [2, 4]},
+            "matching": [(4, 5), (2, 12)],
+            "reps": 2,
+            "budget_s": 1.0,
+        }
+    t = TARGET
+    if mode == "quick":
+        grid = [(t["B"], n, t["L"], "float32") for n in (10, 50, 100, 200)]
+        grid += [(t["B"], t["N"], t["L"], "float64"), (1, t["N"], t["L"], "float32")]
+        reps = 5
+    else:
+        grid = [
+            (b, n, ll, d)
+            for d in DTYPES
+            for ll in (20, 100)
+            for b in (1, 32, 128)
+            for n in (10, 50, 100, 200)
+        ]
+        reps = 7
+    return {
+        "sinkhorn": grid,
+        "memory": {"B": 32, "N": 100, "L": [10, 50, 200]},
+        "matching": [(1024, 9), (1024, 36), (256, 100), (16, 500)],
+        "reps": reps,
+        "budget_s": 3.0 if mode == "quick" else 10.0,
+    }
+
+
+def interleaved(calls: dict, reps: int, budget_s: float) -> dict[str, list[float]]:
+    """Time each callable ``reps`` times in rotating order (fewer rounds for very slow ones)."""
+    names = list(calls)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    first: dict[str, float] = {}
+    for k in names:  # warm-up (JIT compilation, caches), timed only to size the rounds
+        t0 = time.perf_counter()
+        calls[k]()
+        first[k] = time.perf_counter() - t0
+    rounds = {k: max(2, min(reps, int(budget_s / max(first[k], 1e-9)))) for k in names}
+    for r in range(reps):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            if len(times[k]) < rounds[k]:
+                t0 = time.perf_counter()
+                calls[k]()
+                times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(ts: list[float]) -> dict:
+    return {"min_ms": 1e3 * min(ts), "median_ms": 1e3 * statistics.median(ts), "reps": len(ts)}
+
+
+def copy_bandwidth(numel: int, dtype: torch.dtype, device: str) -> float:
+    """Bytes per second of ``dst.copy_(src)`` (read + write) on a tensor of the given size."""
+    src = torch.randn(numel, dtype=dtype, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(50):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.element_size() * numel / best
+
+
+def slow_peers(b, n, ll, dname, mode) -> dict[str, str]:
+    """Peers left out of a configuration to keep the mode's time (POT loops over the batch)."""
+    t = TARGET
+    if mode == "quick" and (b, n, ll, dname) != (t["B"], t["N"], t["L"], t["dtype"]):
+        return {"POT": "quick mode: POT (a Python loop over the batch) runs at the target only"}
+    if mode == "full" and b * ll > t["B"] * t["L"]:
+        return {"POT": "full mode: POT (a Python loop over the batch) skipped for B * L > 2560"}
+    return {}
+
+
+def bench_sinkhorn(b, n, ll, dname, device, reps, seed, mode, budget_s) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, n, n, generator=g, dtype=DTYPES[dname]).to(device)
+    w = torch.randn(b, n, n, generator=g, dtype=DTYPES[dname]).to(device)
+    skip = slow_peers(b, n, ll, dname, mode)
+    ott = None
+    if device == "cpu":  # OTT-JAX is timed in a subprocess, see benchmarks.ott_worker
+        ott = run_ott(x, w, ll, 1.0, reps)
+        skip["OTT-JAX"] = "not installed (pip install '.[bench]')"
+    methods, skipped = sinkhorn_methods(x, w, ll, 1.0, skip=skip)
+    if ott is not None:
+        skipped.pop("OTT-JAX")
+    ref_p = {"cols": sinkhorn_loop(x, ll), "rows": sinkhorn_loop(x.mT, ll).mT}
+    ref_g = {}
+    for last, xx in (("cols", x), ("rows", x.mT)):
+        xg = xx.detach().requires_grad_()
+        wt = w if last == "cols" else w.mT
+        (gr,) = torch.autograd.grad((sinkhorn_loop(xg, ll) * wt).sum(), xg)
+        ref_g[last] = gr if last == "cols" else gr.mT
+    rows = []
+    for stage in ("fwd", "fwdbwd"):
+        calls = {k: getattr(m, stage) for k, m in methods.items()}
+        times = interleaved(calls, reps, budget_s)
+        for k, m in methods.items():
+            out = as_numpy(calls[k]())
+            ref = as_numpy((ref_p if stage == "fwd" else ref_g)[m.last])
+            rows.append(
+                {
+                    "section": "sinkhorn",
+                    "device": device,
+                    "B": b,
+                    "N": n,
+                    "L": ll,
+                    "dtype": dname,
+                    "stage": stage,
+                    "method": k,
+                    **summary(times[k]),
+                    "max_abs_diff_vs_loop": float(np.abs(out.astype(np.float64) - ref).max()),
+                    "order": m.last,
+                }
+            )
+        if ott is not None:
+            ref = as_numpy((ref_p if stage == "fwd" else ref_g)["rows"])
+            rows.append(
+                {
+                    "section": "sinkhorn",
+                    "device": device,
+                    "B": b,
+                    "N": n,
+                    "L": ll,
+                    "dtype": dname,
+                    "stage": stage,
+                    "method": "OTT-JAX",
+                    **summary(list(ott[stage])),
+                    "max_abs_diff_vs_loop": float(np.abs(ott[stage + "_out"] - ref).max()),
+                    "order": "rows",
+                    "process": "subprocess",
+                }
+            )
+    for k, why in skipped.items():
+        rows.append(
+            {
+                "section": "sinkhorn",
+                "device": device,
+                "B": b,
+                "N": n,
+                "L": ll,
+                "dtype": dname,
+                "method": k,
+                "skipped": why,
+            }
+        )
+    return rows
+
+
+def bench_matching(b, n, reps, seed) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(b, n, n, generator=g)
+    calls, _ = matching_methods(scores)
+    times = interleaved(calls, reps, budget_s=20.0)
+    s = scores.double().numpy()
+    best = None
+    rows = []
+    for k, f in calls.items():
+        perm = f()
+        total = s[np.arange(b)[:, None], np.arange(n)[None, :], perm].sum(-1)
+        best = total if best is None else best
+        rows.append(
+            {
+                "section": "matching",
+                "B": b,
+                "N": n,
+                "method": k,
+                **summary(times[k]),
+                "max_objective_gap": float(np.abs(total - best).max()),
+            }
+        )
+    return rows
+
+
+def provenance_info(args, mode: str) -> dict:
+    from permlib.experiments.provenance import provenance
+
+    info = provenance(seed=args.seed, mode=mode)
+    for pkg in PEER_PACKAGES:
+        try:
+            info["versions"][pkg] = version(pkg)
+        except PackageNotFoundError:
+            info["versions"][pkg] = None
+    info["machine"]["cuda"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return info
+
+
+def ratio_table(rows: list[dict]) -> str:
+    """One line per (config, stage): permlib's min time and each peer's min time / permlib's."""
+    peers = ["textbook loop", "pygmtools", "POT", "OTT-JAX"]
+    head = f"{'device':6} {'B':>4} {'N':>4} {'L':>4} {'dtype':7} {'stage':6} {'permlib ms':>10}"
+    head += "".join(f" {p:>14}" for p in peers)
+    lines = [head, "-" * len(head)]
+    keyed = {}
+    for r in rows:
+        if r["section"] == "sinkhorn" and "skipped" not in r:
+            keyed.setdefault((r["device"], r["B"], r["N"], r["L"], r["dtype"], r["stage"]), {})[
+                r["method"]
+            ] = r["min_ms"]
+    for (dev, b, n, ll, d, st), m in keyed.items():
+        base = m["permlib"]
+        line = f"{dev:6} {b:>4} {n:>4} {ll:>4} {d:7} {st:6} {base:>10.2f}"
+        line += "".join(f" {m[p] / base:>13.1f}x" if p in m else f" {'-':>14}" for p in peers)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict], bw_estimate_ms: float | None) -> dict:
+    t = TARGET
+    sel = {
+        (r["stage"], r["method"]): r
+        for r in rows
+        if r["section"] == "sinkhorn"
+        and "skipped" not in r
+        and r["device"] == "cpu"
+        and (r["B"], r["N"], r["L"], r["dtype"]) == (t["B"], t["N"], t["L"], t["dtype"])
+    }
+    out: dict = {}
+    if ("fwdbwd", "permlib") in sel:
+        ours = sel["fwdbwd", "permlib"]
+        for peer, goal in (("pygmtools", 2.5), ("textbook loop", 1.5)):
+            if (("fwdbwd", peer)) in sel:
+                ratio = sel["fwdbwd", peer]["min_ms"] / ours["min_ms"]
+                out[f"fwdbwd speed-up vs {peer}"] = {
+                    "ratio": ratio,
+                    "goal": goal,
+                    "met": ratio >= goal,
+                }
+        diffs = [sel[s, "permlib"]["max_abs_diff_vs_loop"] for s in ("fwd",)]
+        if ("fwd", "pygmtools") in sel:
+            diffs.append(sel["fwd", "pygmtools"]["max_abs_diff_vs_loop"])
+        out["max |P - P_loop| (permlib, pygmtools)"] = {
+            "value": max(diffs),
+            "goal": 1e-5,
+            "met": max(diffs) <= 1e-5,
+        }
+        if bw_estimate_ms:
+            r = sel["fwd", "permlib"]["min_ms"] / bw_estimate_ms
+            out["fwd / bandwidth estimate"] = {"ratio": r, "goal": 2.0, "met": r <= 2.0}
+    mem = [r for r in rows if r["section"] == "memory"]
+    imp = {r["L"]: r["peak_bytes"] for r in mem if r["method"] == "permlib implicit"}
+    unr = {r["L"]: r["peak_bytes"] for r in mem if r["method"] == "permlib unroll"}
+    if len(imp) > 1 and None not in imp.values() and imp[min(imp)] > 0:
+        lo, hi = min(imp), max(imp)
+        out[f"implicit peak memory L={hi} / L={lo}"] = {
+            "ratio": imp[hi] / imp[lo],
+            "goal": 1.2,
+            "met": imp[hi] / imp[lo] <= 1.2,
+        }
+    if len(unr) > 1 and None not in unr.values() and unr[min(unr)] > 0:
+        lo, hi = min(unr), max(unr)
+        out[f"unroll peak memory L={hi} / L={lo}"] = {
+            "ratio": unr[hi] / unr[lo],
+            "goal": "> 1",
+            "met": unr[hi] > unr[lo],
+        }
+    match = {}
+    for r in rows:
+        if r["section"] == "matching":
+            match.setdefault((r["B"], r["N"]), {})[r["method"]] = r["min_ms"]
+    for (b, n), m in match.items():
+        fastest = min(v for k, v in m.items() if k != "permlib")
+        out[f"matching {b}x{n}^2: fastest peer / permlib"] = {
+            "ratio": fastest / m["permlib"],
+            "goal": 1.0,
+            "met": fastest >= m["permlib"],
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_const", const="quick", dest="mode")
+    g.add_argument("--full", action="store_const", const="full", dest="mode")
+    g.add_argument(
+        "--tiny",
+        action="store_const",
+        const="tiny",
+        dest="mode",
+        help="seconds; for the harness's tests",
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and figure")
+    ap.add_argument("--no-figure", action="store_true")
+    ap.add_argument("--no-memory", action="store_true", help="skip the subprocess memory probe")
+    args = ap.parse_args(argv)
+    mode = args.mode or "quick"
+    p = plan(mode)
+    start = time.perf_counter()
+    cuda = torch.cuda.is_available()
+    tasks = [("sinkhorn", "cpu", c) for c in p["sinkhorn"]]
+    if cuda:
+        tasks += [("sinkhorn", "cuda", c) for c in p["sinkhorn"]]
+    if not args.no_memory:
+        tasks += [("memory", "cpu", m) for m in memory.METHODS]
+    tasks += [("matching", "cpu", c) for c in p["matching"]]
+    rows: list[dict] = []
+    for section, dev, c in tqdm(tasks, desc=f"benchmarks ({mode})", file=sys.stderr):
+        if section == "sinkhorn":
+            rows += bench_sinkhorn(*c, dev, p["reps"], args.seed, mode, p["budget_s"])
+        elif section == "memory":
+            m = p["memory"]
+            peaks = memory.measure(c, m["B"], m["N"], m["L"], args.seed)
+            rows += [
+                {
+                    "section": "memory",
+                    "method": c,
+                    "B": m["B"],
+                    "N": m["N"],
+                    "L": ll,
+                    "dtype": "float32",
+                    "peak_bytes": pk,
+                }
+                for ll, pk in zip(m["L"], peaks, strict=True)
+            ]
+        else:
+            rows += bench_matching(*c, p["reps"], args.seed)
+
+    t = TARGET
+    numel = t["B"] * t["N"] ** 2
+    bw = copy_bandwidth(numel, torch.float32, "cpu")
+    bytes_per_iter = 2 * numel * 4  # each iteration reads the N x N matrix twice, at least
+    estimate_ms = 1e3 * t["L"] * bytes_per_iter / bw
+    result = {
+        "provenance": {**provenance_info(args, mode), "wall_s": time.perf_counter() - start},
+        "target_config": t,
+        "bandwidth": {
+            "copy_bytes_per_s": bw,
+            "bytes_per_iteration": bytes_per_iter,
+            "fwd_estimate_ms": estimate_ms,
+            "how": "L * (2 reads of the B x N x N float32 matrix) / copy bandwidth measured "
+            "on a tensor of that size",
+        },
+        "cuda": "present" if cuda else "no CUDA device: CUDA columns skipped",
+        "rows": rows,
+    }
+    result["targets"] = targets(rows, estimate_ms)
+    result["provenance"]["wall_s"] = time.perf_counter() - start
+
+    print(
+        f"\nSinkhorn, min times; peer columns are (peer min) / (permlib min), > 1: permlib "
+        f"faster (tau = 1, loss sum(P*W); {'CUDA included' if cuda else 'no CUDA device'})"
+    )
+    print(ratio_table(rows))
+    skipped = {r["method"]: r["skipped"] for r in rows if "skipped" in r}
+    for k, why in skipped.items():
+        print(f"  skipped {k}: {why}")
+    print(
+        f"\nmemory-bandwidth estimate (B={t['B']}, N={t['N']}, L={t['L']}, float32): "
+        f"{bytes_per_iter / 2**20:.1f} MiB per iteration / {bw / 1e9:.1f} GB/s copy "
+        f"= {estimate_ms:.2f} ms for the forward"
+    )
+    print("\npeak memory of forward+backward (MiB):")
+    for r in rows:
+        if r["section"] == "memory":
+            pk = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.1f}"
+            print(f"  {r['method']:18} B={r['B']} N={r['N']} L={r['L']:<4} {pk}")
+    print("\nmatching, min ms (median):")
+    for r in rows:
+        if r["section"] == "matching":
+            print(
+                f"  {r['B']:>5}x{r['N']:<3}^2 {r['method']:14} {r['min_ms']:9.2f} "
+                f"({r['median_ms']:.2f})  objective gap {r['max_objective_gap']:.1e}"
+            )
+    print("\ntargets:")
+    for k, v in result["targets"].items():
+        val = v.get("ratio", v.get("value"))
+        print(f"  {'met ' if v['met'] else 'MISS'} {k}: {val:.3g} (goal {v['goal']})")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"bench_{mode}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {path}")
+    if not args.no_figure:
+        from benchmarks.figure import plot
+
+        fig_path = plot(result, path.with_suffix(".png"))
+        print(f"wrote {fig_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
