@@ -24,6 +24,8 @@ def _toc_notebooks() -> list[Path]:
 
 NOTEBOOK_SOURCES = _toc_notebooks()  # the chapters listed in _toc.yml
 IN_CI = bool(os.environ.get("CI"))
+# The theory lectures carry proofs and numbered equations; experiment chapters need not.
+THEORY = {"sinkhorn_operator", "sinkhorn_failures", "matching_and_hste"}
 
 
 def require_build() -> None:
