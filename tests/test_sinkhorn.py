@@ -224,3 +224,21 @@ def test_batched_shapes_and_sinkhorn_is_exp():
     torch.testing.assert_close(sinkhorn(x, 0.5, 10), log_sinkhorn(x, 0.5, 10).exp())
     assert log_sinkhorn(x).shape == (2, 3, 5, 5)
     assert sinkhorn(torch.zeros(1, 1)).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1.0, 50.0, 1e4])
+def test_floored_logsumexp_matches_torch(dtype, scale):
+    from permlib.sinkhorn import _logsumexp
+
+    x = random_scores(12, (3, 40, 40), dtype=dtype, scale=scale)
+    for dim in (-1, -2):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ours, ref = _logsumexp(a, dim), torch.logsumexp(b, dim)
+        torch.testing.assert_close(
+            ours, ref, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-12
+        )
+        w = random_scores(13, ours.shape, dtype=dtype)
+        (ours * w).sum().backward()
+        (ref * w).sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6)
