@@ -235,10 +235,9 @@ def test_floored_logsumexp_matches_torch(dtype, scale):
     for dim in (-1, -2):
         a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
         ours, ref = _logsumexp(a, dim), torch.logsumexp(b, dim)
-        torch.testing.assert_close(
-            ours, ref, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-12
-        )
+        atol = 1e-5 if dtype == torch.float32 else 1e-10
+        torch.testing.assert_close(ours, ref, rtol=0, atol=atol)
         w = random_scores(13, ours.shape, dtype=dtype)
         (ours * w).sum().backward()
         (ref * w).sum().backward()
-        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6)
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=atol)
