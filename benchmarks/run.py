@@ -135,6 +135,7 @@ def bench_sinkhorn(b, n, ll, dname, device, reps, seed, mode, budget_s) -> list[
         wt = w if last == "cols" else w.mT
         (gr,) = torch.autograd.grad((sinkhorn_loop(xg, ll) * wt).sum(), xg)
         ref_g[last] = gr if last == "cols" else gr.mT
+    cell = {"section": "sinkhorn", "device": device, "B": b, "N": n, "L": ll, "dtype": dname}
     rows = []
     for stage in ("fwd", "fwdbwd"):
         calls = {k: getattr(m, stage) for k, m in methods.items()}
@@ -144,12 +145,7 @@ def bench_sinkhorn(b, n, ll, dname, device, reps, seed, mode, budget_s) -> list[
             ref = as_numpy((ref_p if stage == "fwd" else ref_g)[m.last])
             rows.append(
                 {
-                    "section": "sinkhorn",
-                    "device": device,
-                    "B": b,
-                    "N": n,
-                    "L": ll,
-                    "dtype": dname,
+                    **cell,
                     "stage": stage,
                     "method": k,
                     **summary(times[k]),
@@ -161,12 +157,7 @@ def bench_sinkhorn(b, n, ll, dname, device, reps, seed, mode, budget_s) -> list[
             ref = as_numpy((ref_p if stage == "fwd" else ref_g)["rows"])
             rows.append(
                 {
-                    "section": "sinkhorn",
-                    "device": device,
-                    "B": b,
-                    "N": n,
-                    "L": ll,
-                    "dtype": dname,
+                    **cell,
                     "stage": stage,
                     "method": "OTT-JAX",
                     **summary(list(ott[stage])),
@@ -176,18 +167,7 @@ def bench_sinkhorn(b, n, ll, dname, device, reps, seed, mode, budget_s) -> list[
                 }
             )
     for k, why in skipped.items():
-        rows.append(
-            {
-                "section": "sinkhorn",
-                "device": device,
-                "B": b,
-                "N": n,
-                "L": ll,
-                "dtype": dname,
-                "method": k,
-                "skipped": why,
-            }
-        )
+        rows.append({**cell, "method": k, "skipped": why})
     return rows
 
 
