@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "git_commit", "provenance"]
+__all__ = ["REPO_ROOT", "command_line", "git_commit", "provenance"]
 
 #: Root of the source tree (the editable install lives in the repository).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,12 +43,24 @@ def _version(name: str) -> str | None:
         return None
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that is running, with no machine paths: ``python -m package.module args``."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0]) if argv else Path("python")
+    try:
+        rel = script.resolve().relative_to(REPO_ROOT).with_suffix("")
+    except ValueError:
+        return shlex.join(["python", script.name, *argv[1:]])
+    parts = [p for p in rel.parts if p != "__main__"]
+    return shlex.join(["python", "-m", ".".join(parts), *argv[1:]])
+
+
 def provenance(seed: int | None = None, mode: str | None = None) -> dict:
     """Everything needed to say where a number came from (JSON-serializable)."""
     import torch
 
     return {
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "seed": seed,
         "mode": mode,
         "git_commit": git_commit(),
