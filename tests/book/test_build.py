@@ -39,6 +39,8 @@ def test_chapter_content(html_dir, name):
             assert (html_dir / "notebooks" / img).resolve().exists(), img
     assert "bibliography.html#id" in html or "bibliography.html#" in html, "citations link"
     assert "Traceback" not in html
+    # Markdown tables printed by cells are rendered as tables, not as paragraphs of pipes.
+    assert not re.search(r"<p>\|[^<]*\|\s*\n?\|", html), "raw Markdown table in the page"
 
 
 def test_bibliography_lists_seed_papers(html_dir):
