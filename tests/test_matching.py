@@ -67,3 +67,22 @@ def test_permutation_matrix_and_inverse(generator):
     assert torch.equal(permutation_matrix(inv), p.transpose(-1, -2))
     assert torch.equal(torch.gather(perm, -1, inv), torch.arange(9).expand(4, 9))
     assert permutation_matrix(perm, dtype=torch.float64).dtype == torch.float64
+
+
+@pytest.mark.parametrize("kind", ["normal", "large_offset", "near_ties"])
+def test_float32_path_for_large_matrices_is_optimal(kind):
+    """float32 scores with N >= 64 are solved in float32: still the optimum of the given scores."""
+    rng = np.random.default_rng({"normal": 0, "large_offset": 1, "near_ties": 2}[kind])
+    shape = (3, 80, 80)
+    if kind == "normal":
+        s = rng.standard_normal(shape)
+    elif kind == "large_offset":
+        s = 1000 + 1e-3 * rng.standard_normal(shape)
+    else:
+        s = rng.integers(0, 5, shape) + 1e-4 * rng.standard_normal(shape)
+    s32 = torch.from_numpy(s.astype(np.float32))
+    exact = s32.double().numpy()  # the scores as given, without further rounding
+    perm = matching(s32).numpy()
+    for b in range(shape[0]):
+        rows, cols = linear_sum_assignment(exact[b], maximize=True)
+        assert objective(exact[b], perm[b]) == pytest.approx(exact[b][rows, cols].sum(), rel=1e-12)
