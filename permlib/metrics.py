@@ -90,7 +90,10 @@ def kendall_tau(
     return _reduce(tau.float(), reduction)
 
 
-def _check_reconstruction(pred: torch.Tensor, target: torch.Tensor) -> None:
+def _mean_error(
+    pred: torch.Tensor, target: torch.Tensor, dim: int | tuple[int, ...] | None, power: int
+) -> torch.Tensor:
+    """Mean of ``|pred - target| ** power`` over ``dim`` (all dimensions when ``None``)."""
     for name, t in (("pred", pred), ("target", target)):
         check_tensor(t, name)
         if not t.is_floating_point():
@@ -101,24 +104,22 @@ def _check_reconstruction(pred: torch.Tensor, target: torch.Tensor) -> None:
             f"pred and target must have the same shape, got {tuple(pred.shape)} and "
             f"{tuple(target.shape)}"
         )
+    diff = (pred - target).abs() if power == 1 else (pred - target).square()
+    return diff.mean() if dim is None else diff.mean(dim=dim)
 
 
 def l1_error(
     pred: torch.Tensor, target: torch.Tensor, dim: int | tuple[int, ...] | None = None
 ) -> torch.Tensor:
     """Mean absolute error between a reconstruction and the truth, averaged over ``dim`` (all)."""
-    _check_reconstruction(pred, target)
-    diff = (pred - target).abs()
-    return diff.mean() if dim is None else diff.mean(dim=dim)
+    return _mean_error(pred, target, dim, power=1)
 
 
 def l2_error(
     pred: torch.Tensor, target: torch.Tensor, dim: int | tuple[int, ...] | None = None
 ) -> torch.Tensor:
     """Mean squared error between a reconstruction and the truth, averaged over ``dim`` (all)."""
-    _check_reconstruction(pred, target)
-    diff = (pred - target).square()
-    return diff.mean() if dim is None else diff.mean(dim=dim)
+    return _mean_error(pred, target, dim, power=2)
 
 
 def constraint_error(
