@@ -19,6 +19,7 @@ __all__ = [
     "check_positive_int",
     "check_positive_real",
     "check_same_device",
+    "check_same_shape",
     "check_tensor",
 ]
 
@@ -84,6 +85,15 @@ def check_same_device(**tensors: torch.Tensor) -> None:
     if len(set(devices.values())) > 1:
         listed = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
         raise ValueError(f"tensors must be on the same device, got {listed}")
+
+
+def check_same_shape(**tensors: torch.Tensor) -> None:
+    """Two or more tensors of one shape, e.g. ``check_same_shape(pred=p, true=t)``."""
+    shapes = [tuple(t.shape) for t in tensors.values()]
+    if len(set(shapes)) > 1:
+        names = " and ".join(tensors)
+        listed = " and ".join(str(s) for s in shapes)
+        raise ValueError(f"{names} must have the same shape, got {listed}")
 
 
 def check_permutation(perm: object, name: str) -> torch.Tensor:

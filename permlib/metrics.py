@@ -18,7 +18,13 @@ from typing import Literal
 
 import torch
 
-from permlib._checks import check_float_matrix, check_permutation, check_same_device, check_tensor
+from permlib._checks import (
+    check_float_matrix,
+    check_permutation,
+    check_same_device,
+    check_same_shape,
+    check_tensor,
+)
 
 __all__ = [
     "constraint_error",
@@ -38,11 +44,7 @@ def _check_pair(pred: torch.Tensor, true: torch.Tensor) -> None:
     check_same_device(pred=pred, true=true)
     check_permutation(pred, "pred")
     check_permutation(true, "true")
-    if pred.shape != true.shape:
-        raise ValueError(
-            f"pred and true must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(true.shape)}"
-        )
+    check_same_shape(pred=pred, true=true)
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -99,11 +101,7 @@ def _mean_error(
         if not t.is_floating_point():
             raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
     check_same_device(pred=pred, target=target)
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}"
-        )
+    check_same_shape(pred=pred, target=target)
     diff = (pred - target).abs() if power == 1 else (pred - target).square()
     return diff.mean() if dim is None else diff.mean(dim=dim)
 
