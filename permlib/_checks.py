@@ -21,6 +21,7 @@ __all__ = [
     "check_same_device",
     "check_same_shape",
     "check_tensor",
+    "finite_range",
 ]
 
 
@@ -30,12 +31,24 @@ def check_tensor(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def check_finite(x: torch.Tensor, name: str) -> None:
-    """Reject NaN and +-inf entries (the message follows scipy's wording)."""
+def finite_range(x: torch.Tensor, name: str) -> tuple[float, float]:
+    """``(min, max)`` of a floating tensor, rejecting NaN and +-inf entries.
+
+    Two reductions that make no temporaries (``amin``/``amax`` propagate NaN, and an infinite
+    entry makes one of them infinite), several times cheaper than ``isfinite(x).all()`` on large
+    tensors. Empty and meta tensors give ``(0.0, 0.0)``. The message follows scipy's wording.
+    """
     if x.device.type == "meta" or not x.numel():  # nothing to inspect
-        return
-    if not bool(torch.isfinite(x).all()):
+        return 0.0, 0.0
+    lo, hi = torch.stack([x.detach().amin(), x.detach().amax()]).tolist()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains invalid numeric entries (NaN or inf)")
+    return lo, hi
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Reject NaN and +-inf entries (see :func:`finite_range`)."""
+    finite_range(x, name)
 
 
 def check_float_matrix(

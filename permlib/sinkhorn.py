@@ -21,7 +21,12 @@ from typing import Literal
 
 import torch
 
-from permlib._checks import check_float_matrix, check_positive_int, check_positive_real
+from permlib._checks import (
+    check_float_matrix,
+    check_positive_int,
+    check_positive_real,
+    finite_range,
+)
 
 __all__ = ["ConvergenceWarning", "SinkhornInfo", "log_sinkhorn", "sinkhorn"]
 
@@ -211,10 +216,17 @@ def _scalings(
     return k, c, a, b
 
 
-def _log_plan(x: torch.Tensor, c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``log P = x + u 1^T + 1 v^T`` with ``u = log a - c`` and ``v = log b``."""
+def _log_plan(
+    x: torch.Tensor,
+    c: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``log P = x + u 1^T + 1 v^T`` with ``u = log a - c`` and ``v = log b`` (into ``out``, e.g.
+    the no longer needed ``K``, to spare a fresh ``N x N`` allocation)."""
     u = a.log().unsqueeze(-1).sub_(c)
-    return torch.add(x, u).add_(b.log().unsqueeze(-2))
+    return torch.add(x, u, out=out).add_(b.log().unsqueeze(-2))
 
 
 class _UnrolledScaled(torch.autograd.Function):
@@ -273,8 +285,14 @@ class _UnrolledScaled(torch.autograd.Function):
         return torch.addcmul(grad, k, low_rank, value=-1), None, None, None, None
 
 
-def _unrolled_fast(x: torch.Tensor, n_iters: int) -> torch.Tensor | None:
-    """``log S^L(x)`` through :func:`_scalings` with its exact unrolled gradient, or ``None``."""
+def _unrolled_fast(x: torch.Tensor, n_iters: int, plan: bool = False) -> torch.Tensor | None:
+    """``log S^L(x)`` (``S^L(x)`` with ``plan``) through :func:`_scalings` with its exact
+    unrolled gradient, or ``None``.
+
+    Without gradient, the plan is ``diag(a) K diag(b)`` computed in place in ``K``: no ``log``
+    and no ``exp`` over ``N x N``. It equals ``exp(log S^L(x))`` up to rounding in each entry
+    above ``eps / N`` (the check of :func:`_scalings` bounds what underflow in ``K`` can lose).
+    """
     n = x.shape[-1]
     flat = x.reshape(-1, n, n)
     grad = flat.requires_grad and torch.is_grad_enabled()
@@ -282,19 +300,23 @@ def _unrolled_fast(x: torch.Tensor, n_iters: int) -> torch.Tensor | None:
         found = _scalings(flat.detach(), n_iters, keep=grad)
     if found is None:
         return None
-    _, c, a, b = found
+    k, c, a, b = found
     if grad:
         out = _UnrolledScaled.apply(flat, c, a, b, n_iters)
+        out = out.exp() if plan else out
+    elif plan:
+        out = k.mul_(a[-1].unsqueeze(-1)).mul_(b[-1].unsqueeze(-2))
     else:
-        out = _log_plan(flat, c, a[-1], b[-1])
+        out = _log_plan(flat, c, a[-1], b[-1], out=k)
     return out.reshape(x.shape)
 
 
-def _upcast_if_overflowing(x: torch.Tensor, tau: float) -> torch.Tensor:
-    """Return ``x`` in a dtype in which ``x / tau`` and the potentials (a few times larger) fit."""
-    if x.numel() == 0 or x.device.type == "meta":
-        return x
-    scale = x.detach().abs().amax().item() / tau
+def _upcast_if_overflowing(x: torch.Tensor, tau: float, extent: float) -> torch.Tensor:
+    """Return ``x`` in a dtype in which ``x / tau`` and the potentials (a few times larger) fit.
+
+    ``extent`` is ``max |x|`` (from :func:`permlib._checks.finite_range`).
+    """
+    scale = extent / tau
     for dtype in (x.dtype, torch.float64):
         if scale <= torch.finfo(dtype).max / 16:
             return x.to(dtype)
@@ -418,9 +440,12 @@ def _log_sinkhorn(
     backward: str,
     return_info: bool,
     stacklevel: int,
+    plan: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
-    """Implementation of :func:`log_sinkhorn`; ``stacklevel`` points the warning at the caller."""
-    check_float_matrix(log_alpha, "log_alpha")
+    """Implementation of :func:`log_sinkhorn` (of :func:`sinkhorn` with ``plan``: the result is
+    exponentiated); ``stacklevel`` points the warning at the caller."""
+    check_float_matrix(log_alpha, "log_alpha", finite=False)
+    lo, hi = finite_range(log_alpha, "log_alpha")
     tau = check_positive_real(tau, "tau")
     n_iters = check_positive_int(n_iters, "n_iters")
     if tol is not None:
@@ -430,7 +455,9 @@ def _log_sinkhorn(
 
     dtype = log_alpha.dtype
     x = log_alpha.float() if dtype in _LOW_PRECISION else log_alpha
-    x = _upcast_if_overflowing(x, tau) / tau
+    x = _upcast_if_overflowing(x, tau, max(-lo, hi))
+    if tau != 1.0:
+        x = x / tau
     fast = tol is None and not return_info
     if backward == "implicit" and x.requires_grad:
         with torch.no_grad():
@@ -439,7 +466,9 @@ def _log_sinkhorn(
                 log_p, info = _solve(x.detach(), n_iters, tol, return_info)
         log_p = _ImplicitGrad.apply(x, log_p)
     else:
-        log_p = _unrolled_fast(x, n_iters) if fast else None
+        log_p = _unrolled_fast(x, n_iters, plan) if fast else None
+        if log_p is not None and plan:
+            return log_p.to(dtype)
         if log_p is None:
             log_p, info = _solve(x, n_iters, tol, return_info)
 
@@ -452,6 +481,8 @@ def _log_sinkhorn(
             ConvergenceWarning,
             stacklevel=stacklevel,
         )
+    if plan:  # a fresh tensor: exponentiate in place unless autograd needs the log
+        log_p = log_p.exp() if log_p.requires_grad else log_p.exp_()
     log_p = log_p.to(dtype)
     return (log_p, info) if return_info else log_p
 
@@ -469,7 +500,6 @@ def sinkhorn(
     Same arguments and conventions as :func:`log_sinkhorn`; returns a ``(..., N, N)`` (nearly)
     doubly stochastic matrix in ``log_alpha``'s dtype (and the info with ``return_info``).
     """
-    out = _log_sinkhorn(log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3)
-    if return_info:
-        return out[0].exp(), out[1]
-    return out.exp()
+    return _log_sinkhorn(
+        log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, plan=True
+    )

@@ -241,3 +241,60 @@ def test_floored_logsumexp_matches_torch(dtype, scale):
         (ours * w).sum().backward()
         (ref * w).sum().backward()
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("tau", "scale"),
+    [(1.0, 1.0), (0.1, 3.0), (1.0, 50.0), (0.01, 1e3)],  # the last ones fall back to the log loop
+)
+def test_plan_and_log_plan_match_textbook_loop_with_and_without_grad(dtype, tau, scale):
+    """The scaling-domain paths (plan in place in K, log plan into K, hand-written backward) and
+    the log-domain fallback all equal the textbook loop, values and gradients."""
+    x = random_scores(21, (3, 30, 30), dtype=dtype, scale=scale)
+    ref_in = x.detach().double().clone().requires_grad_()
+    ref = reference_log_sinkhorn(ref_in / tau, 12)
+    w = random_scores(22, x.shape, dtype=torch.float64)
+    (ref.exp() * w).sum().backward()
+    # rounding x / tau costs eps * max|x / tau| in every log-potential (float32 at scale 1e5)
+    extent = x.abs().max().item() / tau
+    atol = (1e-5 if dtype == torch.float32 else 1e-10) + 4 * torch.finfo(dtype).eps * extent
+    with torch.no_grad():
+        p = sinkhorn(x, tau, 12)
+        log_p = log_sinkhorn(x, tau, 12)
+    torch.testing.assert_close(p.double(), ref.exp().detach(), rtol=0, atol=atol)
+    finite = ref.detach() > -30  # entries whose log is meaningful in float32
+    torch.testing.assert_close(
+        log_p.double()[finite], ref.detach()[finite], rtol=0, atol=1e3 * atol
+    )
+    assert p.dtype == log_p.dtype == dtype
+    xg = x.clone().requires_grad_()
+    pg = sinkhorn(xg, tau, 12)
+    (pg * w.to(dtype)).sum().backward()
+    torch.testing.assert_close(pg.detach().double(), ref.exp().detach(), rtol=0, atol=atol)
+    gtol = atol * max(1.0, 1 / tau)
+    torch.testing.assert_close(xg.grad.double(), ref_in.grad, rtol=0, atol=gtol)
+
+
+def test_sinkhorn_does_not_modify_its_input():
+    x = random_scores(23, (4, 9, 9), dtype=torch.float32)
+    before = x.clone()
+    sinkhorn(x)
+    log_sinkhorn(x)
+    torch.testing.assert_close(x, before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_finite_range_rejects_nan_and_inf_anywhere(bad, dtype):
+    from permlib._checks import finite_range
+
+    x = torch.randn(5, 7, 7).to(dtype)
+    assert finite_range(x, "x") == (x.min().item(), x.max().item())
+    for index in [(0, 0, 0), (4, 6, 6), (2, 3, 1)]:
+        y = x.clone()
+        y[index] = bad
+        with pytest.raises(ValueError, match="x contains invalid numeric entries"):
+            finite_range(y, "x")
+        with pytest.raises(ValueError, match="log_alpha contains invalid"):
+            sinkhorn(y)
