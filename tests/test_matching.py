@@ -70,10 +70,11 @@ def test_permutation_matrix_and_inverse(generator):
 
 
 @pytest.mark.parametrize("kind", ["normal", "large_offset", "near_ties"])
-def test_float32_path_for_large_matrices_is_optimal(kind):
-    """float32 scores with N >= 64 are solved in float32: still the optimum of the given scores."""
-    rng = np.random.default_rng({"normal": 0, "large_offset": 1, "near_ties": 2}[kind])
-    shape = (3, 80, 80)
+@pytest.mark.parametrize(("batch", "n"), [(200, 9), (40, 36), (3, 80)])
+def test_float32_path_is_optimal(kind, batch, n):
+    """float32 scores are solved in float32: still the optimum of the scores as given."""
+    rng = np.random.default_rng({"normal": 0, "large_offset": 1, "near_ties": 2}[kind] + n)
+    shape = (batch, n, n)
     if kind == "normal":
         s = rng.standard_normal(shape)
     elif kind == "large_offset":
