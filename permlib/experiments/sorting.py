@@ -488,16 +488,15 @@ def load_results(table: str, results_dir: str | Path = RESULTS_DIR) -> dict | No
 
 def _write_cell(path: Path, table: str, key: str, cell: dict) -> None:
     with _locked(path):
-        data = json.loads(path.read_text()) if path.exists() else None
-        if data is None:
-            spec = TABLES[table]
-            data = {
-                "experiment": "sorting",
-                "table": table,
-                "title": spec["title"],
-                "grid": {"methods": list(spec["methods"]), "ns": list(spec["ns"])},
-                "cells": {},
-            }
+        data = json.loads(path.read_text()) if path.exists() else {"cells": {}}
+        spec = TABLES[table]
+        data |= {  # the grid as the code defines it now, so it can grow between sessions
+            "experiment": "sorting",
+            "table": table,
+            "title": spec["title"],
+            "grid": {"methods": list(spec["methods"]), "ns": list(spec["ns"])},
+            "cells": data["cells"],
+        }
         data["cells"][key] = cell
         data["cells"] = dict(sorted(data["cells"].items(), key=lambda kv: _cell_order(kv[0])))
         done = [c["wall_s"] for c in data["cells"].values()]
