@@ -103,6 +103,36 @@ def copy_bandwidth(numel: int, dtype: torch.dtype, device: str) -> float:
     return 2 * src.element_size() * numel / best
 
 
+def read_bandwidth(numel: int, dtype: torch.dtype, device: str) -> float:
+    """Bytes per second of ``src.sum()`` (a pure read) on a tensor of the given size."""
+    src = torch.randn(numel, dtype=dtype, device=device)
+    best = float("inf")
+    for _ in range(50):
+        t0 = time.perf_counter()
+        src.sum()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return src.element_size() * numel / best
+
+
+def iterations_ms(b: int, n: int, n_iters: int, device: str) -> float:
+    """Best time of the ``2 L`` batched vector-matrix products alone (permlib's iterations)."""
+    k = torch.rand(b, n, n, device=device)
+    vec = torch.ones(b, 1, n, device=device)
+    out = torch.empty_like(vec)
+    best = float("inf")
+    for _ in range(10):
+        t0 = time.perf_counter()
+        for _ in range(n_iters):
+            torch.bmm(vec, k.mT, out=out)
+            torch.bmm(vec, k, out=out)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best
+
+
 def slow_peers(b, n, ll, dname, mode) -> dict[str, str]:
     """Peers left out of a configuration to keep the mode's time (POT loops over the batch)."""
     t = TARGET
@@ -347,6 +377,8 @@ def main(argv: list[str] | None = None) -> dict:
     bw = copy_bandwidth(numel, torch.float32, "cpu")
     bytes_per_iter = 2 * numel * 4  # each iteration reads the N x N matrix twice, at least
     estimate_ms = 1e3 * t["L"] * bytes_per_iter / bw
+    read_bw = read_bandwidth(numel, torch.float32, "cpu")
+    loop_ms = iterations_ms(t["B"], t["N"], t["L"], "cpu")
     result = {
         "provenance": {**provenance_info(args, mode), "wall_s": time.perf_counter() - start},
         "target_config": t,
@@ -356,6 +388,11 @@ def main(argv: list[str] | None = None) -> dict:
             "fwd_estimate_ms": estimate_ms,
             "how": "L * (2 reads of the B x N x N float32 matrix) / copy bandwidth measured "
             "on a tensor of that size",
+            # context for the estimate: reads alone run slower than copy's read+write count,
+            # and permlib's iterations are 2 L batched vector-matrix products
+            "read_bytes_per_s": read_bw,
+            "fwd_estimate_at_read_bandwidth_ms": 1e3 * t["L"] * bytes_per_iter / read_bw,
+            "iterations_alone_ms": loop_ms,
         },
         "cuda": "present" if cuda else "no CUDA device: CUDA columns skipped",
         "rows": rows,
@@ -374,7 +411,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"\nmemory-bandwidth estimate (B={t['B']}, N={t['N']}, L={t['L']}, float32): "
         f"{bytes_per_iter / 2**20:.1f} MiB per iteration / {bw / 1e9:.1f} GB/s copy "
-        f"= {estimate_ms:.2f} ms for the forward"
+        f"= {estimate_ms:.2f} ms for the forward\n"
+        f"  the same bytes at the read bandwidth of a sum ({read_bw / 1e9:.1f} GB/s): "
+        f"{1e3 * t['L'] * bytes_per_iter / read_bw:.2f} ms; the {2 * t['L']} batched "
+        f"vector-matrix products of the iterations alone: {loop_ms:.2f} ms"
     )
     print("\npeak memory of forward+backward (MiB):")
     for r in rows:

@@ -56,5 +56,8 @@ def test_harness_tiny_run_writes_json_and_figure(tmp_path):
     timed = [r for r in data["rows"] if "min_ms" in r]
     assert timed and all(r["min_ms"] <= r["median_ms"] for r in timed)
     assert "bandwidth" in data and data["bandwidth"]["fwd_estimate_ms"] > 0
+    bw = data["bandwidth"]
+    assert bw["read_bytes_per_s"] > 0 and bw["iterations_alone_ms"] > 0
+    assert bw["fwd_estimate_at_read_bandwidth_ms"] > 0
     assert (tmp_path / "bench_tiny.png").stat().st_size > 1000
     assert result["targets"] == data["targets"]
