@@ -89,5 +89,11 @@ def test_compare_tables_against_paper():
         r for r in sorting.compare_table5(t5, paper, "l1", methods=["hste"]) if r["N"] == 100
     )
     assert row["ours"] == pytest.approx(0.1) and row["status"] == "met"
+    t5["cells"]["hste/N=300"] = t5["cells"]["hste/N=100"]
+    rows = sorting.compare_table5(t5, paper, "kendall_tau", methods=["hste"])
+    only = [r for r in rows if r["N"] == 300]
+    assert len(only) == 1 and only[0]["paper"] is None and only[0]["status"] == "no paper value"
+    s = sorting.summarize(rows)
+    assert s["ours_only"] == 1 and s["total"] == len(rows) - 1 and s["met"] == 1
     text = sorting.markdown_table(rows, ["method", "N", "paper", "ours", "gap"])
     assert text.count("\n") == len(rows) + 1 and "—" in text

@@ -655,9 +655,18 @@ def compare_table5(
 
 
 def summarize(rows: Sequence[dict]) -> dict:
-    """Counts of ``met``, ``worse`` and ``missing`` cells, and the worse rows themselves."""
+    """Counts of ``met``, ``worse`` and ``missing`` cells, and the worse rows themselves.
+
+    ``total`` counts the cells with a paper value; ``ours_only`` those without one (N = 300 of
+    Table 5), which can be neither met nor missed.
+    """
     count = {s: sum(r["status"] == s for r in rows) for s in ("met", "worse", "missing")}
-    return count | {"total": len(rows), "worse_rows": [r for r in rows if r["status"] == "worse"]}
+    ours_only = sum(r["status"] == "no paper value" for r in rows)
+    return count | {
+        "total": len(rows) - ours_only,
+        "ours_only": ours_only,
+        "worse_rows": [r for r in rows if r["status"] == "worse"],
+    }
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str], digits: int = 2) -> str:
