@@ -174,21 +174,24 @@ def _scalings(
         return None
     c = x.amax(dim=-1, keepdim=True)
     k = torch.sub(x, c).exp_()
+    k_t = k.mT
     slots = n_iters if keep else min(n_iters, 16)
-    a = x.new_empty((slots, m, n))
-    b = x.new_empty((slots, m, n))
-    b_prev = x.new_ones((m, n))
+    # (slots, M, 1, N): the per-iteration rows are views made once (unbind), so that an
+    # iteration is four ops; view creation would otherwise dominate small problems.
+    a_rows = x.new_empty((slots, m, 1, n))
+    b_rows = x.new_empty((slots, m, 1, n))
+    a, b = a_rows.squeeze(-2), b_rows.squeeze(-2)
+    a_s, b_s = a_rows.unbind(0), b_rows.unbind(0)
+    b_prev = x.new_ones((m, 1, n))
     a_lo = x.new_full((m,), math.inf)
     a_hi = x.new_full((m,), -math.inf)
     b_lo, b_hi = x.new_ones((m,)), x.new_ones((m,))
     for it in range(n_iters):
         s = it % slots
         # (1 x N) @ (N x N) products: BLAS runs these far faster than (N x N) @ (N x 1)
-        torch.bmm(b_prev.unsqueeze(-2), k.mT, out=a[s].unsqueeze(-2))
-        a[s].reciprocal_()
-        torch.bmm(a[s].unsqueeze(-2), k, out=b[s].unsqueeze(-2))
-        b[s].reciprocal_()
-        b_prev = b[s]
+        torch.bmm(b_prev, k_t, out=a_s[s]).reciprocal_()
+        torch.bmm(a_s[s], k, out=b_s[s]).reciprocal_()
+        b_prev = b_s[s]
         if s == slots - 1 or it == n_iters - 1:
             done = slice(0, s + 1)
             torch.minimum(a_lo, a[done].amin(dim=(0, 2)), out=a_lo)
@@ -198,6 +201,38 @@ def _scalings(
     fi = torch.finfo(x.dtype)
     loss = math.log(fi.tiny) + math.log(n) - math.log(fi.eps)  # all in log units
     top = math.log(fi.max) - 2 * math.log(n) - math.log(4 * n_iters + 4)
+    if not _in_range(a_lo, a_hi, b_lo, b_hi, loss, top):
+        return None
+    if not keep:
+        s = (n_iters - 1) % slots
+        a, b = a[s : s + 1], b[s : s + 1]
+    return k, c, a, b
+
+
+def _in_range(
+    a_lo: torch.Tensor,
+    a_hi: torch.Tensor,
+    b_lo: torch.Tensor,
+    b_hi: torch.Tensor,
+    loss: float,
+    top: float,
+) -> bool:
+    """Whether every item's extreme scalings pass the check of :func:`_scalings`.
+
+    With ``la = log a_hi`` and ``lb = log b_hi``: ``a_lo, b_lo > 0``, ``la, lb`` finite,
+    ``la + max(lb, 0) + loss <= 0``, ``lb + max(la, 0) + loss <= 0`` and ``la + lb <= top``. A few
+    items are checked on the host (one transfer instead of a dozen tiny tensor ops, which would
+    dominate small problems); NaN fails every comparison either way.
+    """
+    if a_lo.numel() <= 64:
+        rows = torch.stack([a_lo, a_hi, b_lo, b_hi]).tolist()
+        for alo, ahi, blo, bhi in zip(*rows, strict=True):
+            if not (alo > 0 and blo > 0 and 0 < ahi < math.inf and 0 < bhi < math.inf):
+                return False
+            la, lb = math.log(ahi), math.log(bhi)
+            if la + max(lb, 0) + loss > 0 or lb + max(la, 0) + loss > 0 or la + lb > top:
+                return False
+        return True
     la, lb = a_hi.log(), b_hi.log()
     ok = (
         (a_lo > 0)
@@ -208,12 +243,7 @@ def _scalings(
         & (lb + la.clamp(min=0) + loss <= 0)
         & (la + lb <= top)
     )
-    if not bool(ok.all()):
-        return None
-    if not keep:
-        s = (n_iters - 1) % slots
-        a, b = a[s : s + 1], b[s : s + 1]
-    return k, c, a, b
+    return bool(ok.all())
 
 
 def _log_plan(
@@ -262,26 +292,31 @@ class _UnrolledScaled(torch.autograd.Function):
                 (grad_x,) = torch.autograd.grad(out, x, grad, create_graph=True)
             return grad_x, None, None, None, None
         k = torch.sub(x, c).exp_()
-        n_iters = a.shape[0]
-        left = a.new_empty((2 * n_iters,) + a.shape[1:])
+        k_t = k.mT
+        n_iters, m, n = a.shape
+        # The rank-2L factors, (2L, M, 1, N): even slots (a^l, b^l * vbar^l), odd slots
+        # (a^l * ubar^l, b^{l-1}). Everything known up front is copied in one op; the loop writes
+        # the rest in place through views made once, so an iteration is eight ops.
+        left = a.new_empty((2 * n_iters, m, 1, n))
         right = torch.empty_like(left)
-        u_in = grad.sum(dim=-1)
-        vbar = grad.sum(dim=-2)
+        left[0::2] = a.unsqueeze(-2)
+        right[3::2] = b[:-1].unsqueeze(-2)
+        right[1] = 1.0
+        a_r, b_r = a.unsqueeze(-2).unbind(0), b.unsqueeze(-2).unbind(0)
+        left_r, right_r = left.unbind(0), right.unbind(0)
+        u_in = grad.sum(dim=-1).unsqueeze(-2)
+        vbar = grad.sum(dim=-2, keepdim=True)
         for it in range(n_iters - 1, -1, -1):
-            w = b[it] * vbar
-            left[2 * it] = a[it]
-            right[2 * it] = w
-            ubar = torch.bmm(w.unsqueeze(-2), k.mT).squeeze(-2).mul_(a[it]).neg_()
+            w = torch.mul(b_r[it], vbar, out=right_r[2 * it])
+            ubar = torch.bmm(w, k_t).mul_(a_r[it]).neg_()
             if it == n_iters - 1:
                 ubar.add_(u_in)
-            z = ubar.mul_(a[it])
-            left[2 * it + 1] = z
+            z = torch.mul(ubar, a_r[it], out=left_r[2 * it + 1])
             if it > 0:
-                right[2 * it + 1] = b[it - 1]
-                vbar = torch.bmm(z.unsqueeze(-2), k).squeeze(-2).mul_(b[it - 1]).neg_()
-            else:
-                right[2 * it + 1] = 1.0
-        low_rank = torch.bmm(left.permute(1, 2, 0), right.transpose(0, 1))
+                vbar = torch.bmm(z, k).mul_(b_r[it - 1]).neg_()
+        low_rank = torch.bmm(
+            left.squeeze(-2).permute(1, 2, 0), right.squeeze(-2).transpose(0, 1)
+        )
         return torch.addcmul(grad, k, low_rank, value=-1), None, None, None, None
 
 

@@ -1,3 +1,4 @@
+import math
 import warnings
 
 import numpy as np
@@ -182,9 +183,11 @@ def test_low_precision_is_computed_stably(dtype):
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=0)
 
 
-def test_unroll_gradcheck():
+@pytest.mark.parametrize("n_iters", [1, 2, 5])
+def test_unroll_gradcheck(n_iters):
     x = random_scores(4, (2, 4, 4)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: log_sinkhorn(t, tau=0.5, n_iters=5), (x,))
+    assert torch.autograd.gradcheck(lambda t: log_sinkhorn(t, tau=0.5, n_iters=n_iters), (x,))
+    assert torch.autograd.gradcheck(lambda t: sinkhorn(t, tau=0.5, n_iters=n_iters), (x,))
 
 
 def test_implicit_gradcheck():
@@ -298,3 +301,23 @@ def test_finite_range_rejects_nan_and_inf_anywhere(bad, dtype):
             finite_range(y, "x")
         with pytest.raises(ValueError, match="log_alpha contains invalid"):
             sinkhorn(y)
+
+
+def test_range_check_of_the_scaling_domain_agrees_on_host_and_device():
+    """The host path (few items) and the tensor path (many) of the over/underflow check agree."""
+    from permlib.sinkhorn import _in_range
+
+    g = torch.Generator().manual_seed(0)
+    values = [0.0, 1e-30, 1e-3, 1.0, 7.0, 1e15, 1e30, float("inf"), float("nan")]
+    pick = torch.randint(len(values), (400, 4), generator=g)
+    items = torch.tensor(values, dtype=torch.float32)[pick]
+    fi = torch.finfo(torch.float32)
+    loss = math.log(fi.tiny) + math.log(10) - math.log(fi.eps)
+    top = math.log(fi.max) - 2 * math.log(10) - math.log(84)
+    outcomes = set()
+    for row in items:
+        host = _in_range(*(v.reshape(1) for v in row), loss, top)
+        tensor = _in_range(*(v.expand(65) for v in row), loss, top)
+        assert host == tensor
+        outcomes.add(host)
+    assert outcomes == {True, False}
