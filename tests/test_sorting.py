@@ -39,6 +39,13 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, fixed):
     assert resumed.losses == straight.losses
     for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
         assert torch.equal(a, b)
+    # a resumed cell reports the training time of every session, not only the last one
+    cell_ckpt = tmp_path / "cell.pt"
+    train(config, checkpoint=cell_ckpt, until=8, progress=False)
+    first = torch.load(cell_ckpt, weights_only=False)["wall_s"]
+    cell = sorting.run_cell(config, checkpoint=cell_ckpt, progress=False)
+    assert cell["train"]["resumed_from_step"] == 8 and cell["train"]["wall_s"] > first
+    assert cell["wall_s"] == pytest.approx(cell["train"]["wall_s"] + cell["eval_wall_s"], abs=0.02)
     # a checkpoint of another configuration is ignored
     other = train(SortingConfig(n=6, n_steps=3, seed=4), checkpoint=ckpt, progress=False)
     assert other.resumed_from is None and other.step == 3

@@ -405,7 +405,6 @@ def run_cell(
     keep_model: bool = False,
 ) -> dict:
     """Train and test one configuration; JSON-serializable result (``model`` if ``keep_model``)."""
-    t0 = time.perf_counter()
     tr = train(config, checkpoint=checkpoint, progress=progress)
     t_eval = time.perf_counter()
     res = evaluate(
@@ -426,8 +425,9 @@ def run_cell(
             "resumed_from_step": tr.resumed_from,
         },
         "eval_wall_s": round(time.perf_counter() - t_eval, 2),
-        "wall_s": round(time.perf_counter() - t0, 2),
     }
+    # training time over every session that worked on the cell (it resumes from checkpoints)
+    out["wall_s"] = round(tr.wall_s + out["eval_wall_s"], 2)
     if keep_model:
         out["model"] = tr.model
         out["losses"] = tr.losses
