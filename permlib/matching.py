@@ -54,7 +54,9 @@ def matching(scores: torch.Tensor, maximize: bool = True, solver: Solver = "auto
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
     batch, n = scores.shape[:-2], scores.shape[-1]
     # Everything from here on is numpy: small torch ops on a busy CPU each wait for the OpenMP
-    # pool, which costs more than the solve itself for batches of small matrices.
+    # pool, which costs more than the solve itself for batches of small matrices; and for large
+    # ones, torch's multi-threaded negation and min/max made the whole call about 25% slower
+    # (its OpenMP threads keep spinning and compete with lapx's workers on 2 cores).
     flat = scores.detach().reshape(-1, n, n).cpu()
     # Negating is exact. float32 problems are solved in float32 (half the memory traffic); lapx
     # then searches in float32 too, which found the optimum of the scores as given in every case
