@@ -8,16 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import Bounds, LinearConstraint, minimize
 
+from benchmarks.textbook import log_sinkhorn_loop as reference_log_sinkhorn
 from permlib import ConvergenceWarning, log_sinkhorn, matching, permutation_matrix, sinkhorn
 from permlib.metrics import constraint_error
-
-
-def reference_log_sinkhorn(x: torch.Tensor, n_iters: int) -> torch.Tensor:
-    """The textbook loop of 000: normalize rows, then columns, n_iters times (float64)."""
-    for _ in range(n_iters):
-        x = x - torch.logsumexp(x, dim=-1, keepdim=True)
-        x = x - torch.logsumexp(x, dim=-2, keepdim=True)
-    return x
 
 
 def random_scores(seed: int, shape, dtype=torch.float64, scale=1.0):
