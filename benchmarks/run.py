@@ -92,31 +92,29 @@ def summary(ts: list[float]) -> dict:
     return {"min_ms": 1e3 * min(ts), "median_ms": 1e3 * statistics.median(ts), "reps": len(ts)}
 
 
+def best_seconds(fn, rounds: int, device: str) -> float:
+    """Minimum wall time of ``fn()`` over ``rounds`` calls (synchronizing on CUDA)."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def copy_bandwidth(numel: int, dtype: torch.dtype, device: str) -> float:
     """Bytes per second of ``dst.copy_(src)`` (read + write) on a tensor of the given size."""
     src = torch.randn(numel, dtype=dtype, device=device)
     dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(50):
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * src.element_size() * numel / best
+    return 2 * src.element_size() * numel / best_seconds(lambda: dst.copy_(src), 50, device)
 
 
 def read_bandwidth(numel: int, dtype: torch.dtype, device: str) -> float:
     """Bytes per second of ``src.sum()`` (a pure read) on a tensor of the given size."""
     src = torch.randn(numel, dtype=dtype, device=device)
-    best = float("inf")
-    for _ in range(50):
-        t0 = time.perf_counter()
-        src.sum()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return src.element_size() * numel / best
+    return src.element_size() * numel / best_seconds(src.sum, 50, device)
 
 
 def iterations_ms(b: int, n: int, n_iters: int, device: str) -> float:
@@ -124,16 +122,13 @@ def iterations_ms(b: int, n: int, n_iters: int, device: str) -> float:
     k = torch.rand(b, n, n, device=device)
     vec = torch.ones(b, 1, n, device=device)
     out = torch.empty_like(vec)
-    best = float("inf")
-    for _ in range(10):
-        t0 = time.perf_counter()
+
+    def iterations() -> None:
         for _ in range(n_iters):
             torch.bmm(vec, k.mT, out=out)
             torch.bmm(vec, k, out=out)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 1e3 * best
+
+    return 1e3 * best_seconds(iterations, 10, device)
 
 
 def slow_peers(b, n, ll, dname, mode) -> dict[str, str]:
@@ -383,6 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
     bytes_per_iter = 2 * numel * 4  # each iteration reads the N x N matrix twice, at least
     estimate_ms = 1e3 * t["L"] * bytes_per_iter / bw
     read_bw = read_bandwidth(numel, torch.float32, "cpu")
+    read_estimate_ms = 1e3 * t["L"] * bytes_per_iter / read_bw
     loop_ms = iterations_ms(t["B"], t["N"], t["L"], "cpu")
     result = {
         "provenance": {**provenance_info(args, mode), "wall_s": time.perf_counter() - start},
@@ -396,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
             # context for the estimate: reads alone run slower than copy's read+write count,
             # and permlib's iterations are 2 L batched vector-matrix products
             "read_bytes_per_s": read_bw,
-            "fwd_estimate_at_read_bandwidth_ms": 1e3 * t["L"] * bytes_per_iter / read_bw,
+            "fwd_estimate_at_read_bandwidth_ms": read_estimate_ms,
             "iterations_alone_ms": loop_ms,
         },
         "cuda": "present" if cuda else "no CUDA device: CUDA columns skipped",
@@ -418,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{bytes_per_iter / 2**20:.1f} MiB per iteration / {bw / 1e9:.1f} GB/s copy "
         f"= {estimate_ms:.2f} ms for the forward\n"
         f"  the same bytes at the read bandwidth of a sum ({read_bw / 1e9:.1f} GB/s): "
-        f"{1e3 * t['L'] * bytes_per_iter / read_bw:.2f} ms; the {2 * t['L']} batched "
+        f"{read_estimate_ms:.2f} ms; the {2 * t['L']} batched "
         f"vector-matrix products of the iterations alone: {loop_ms:.2f} ms"
     )
     print("\npeak memory of forward+backward (MiB):")
