@@ -10,12 +10,12 @@ back for the agreement check.
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 import torch
 
 from benchmarks.peers import has, ott_method
+from benchmarks.timing import time_rounds
 
 __all__ = ["run_ott"]
 
@@ -48,12 +48,7 @@ def main(src: str, dst: str) -> None:
     for stage in ("fwd", "fwdbwd"):
         f = getattr(m, stage)
         result = f()  # warm-up: compilation
-        ts = []
-        for _ in range(int(data["reps"])):
-            t0 = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t0)
-        out[stage] = np.asarray(ts)
+        out[stage] = np.asarray(time_rounds(f, int(data["reps"])))
         out[stage + "_out"] = result
     np.savez(dst, **out)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -26,6 +25,7 @@ from benchmarks import memory
 from benchmarks.ott_worker import run_ott
 from benchmarks.peers import as_numpy, matching_methods, sinkhorn_methods
 from benchmarks.textbook import sinkhorn_loop
+from benchmarks.timing import best_seconds, interleaved, summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = {"B": 128, "N": 100, "L": 20, "dtype": "float32"}
@@ -67,41 +67,6 @@ def plan(mode: str) -> dict:
         "matching_reps": 25,
         "budget_s": 3.0 if mode == "quick" else 10.0,
     }
-
-
-def interleaved(calls: dict, reps: int, budget_s: float) -> dict[str, list[float]]:
-    """Time each callable ``reps`` times in rotating order (fewer rounds for very slow ones)."""
-    names = list(calls)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    first: dict[str, float] = {}
-    for k in names:  # warm-up (JIT compilation, caches), timed only to size the rounds
-        t0 = time.perf_counter()
-        calls[k]()
-        first[k] = time.perf_counter() - t0
-    rounds = {k: max(2, min(reps, int(budget_s / max(first[k], 1e-9)))) for k in names}
-    for r in range(reps):
-        for k in names[r % len(names) :] + names[: r % len(names)]:
-            if len(times[k]) < rounds[k]:
-                t0 = time.perf_counter()
-                calls[k]()
-                times[k].append(time.perf_counter() - t0)
-    return times
-
-
-def summary(ts: list[float]) -> dict:
-    return {"min_ms": 1e3 * min(ts), "median_ms": 1e3 * statistics.median(ts), "reps": len(ts)}
-
-
-def best_seconds(fn, rounds: int, device: str) -> float:
-    """Minimum wall time of ``fn()`` over ``rounds`` calls (synchronizing on CUDA)."""
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def copy_bandwidth(numel: int, dtype: torch.dtype, device: str) -> float:

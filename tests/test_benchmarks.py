@@ -61,3 +61,28 @@ def test_harness_tiny_run_writes_json_and_figure(tmp_path):
     assert bw["fwd_estimate_at_read_bandwidth_ms"] > 0
     assert (tmp_path / "bench_tiny.png").stat().st_size > 1000
     assert result["targets"] == data["targets"]
+
+
+def test_timer_best_of_rounds_and_interleaved_order():
+    from benchmarks import timing
+
+    order = []
+    calls = {k: (lambda k=k: order.append(k)) for k in "abc"}
+    times = timing.interleaved(calls, reps=3)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    # one warm-up each, then rounds rotate: abc, bca, cab
+    assert "".join(order) == "abc" + "abc" + "bca" + "cab"
+    assert timing.best_seconds(lambda: None, 4, "cpu") == pytest.approx(0.0, abs=1e-3)
+    s = timing.summary([0.002, 0.001, 0.004])
+    assert s == {"min_ms": 1.0, "median_ms": 2.0, "reps": 3}
+    with pytest.raises(ValueError, match="rounds"):
+        timing.best_seconds(lambda: None, 0, "cpu")
+
+
+def test_timer_gives_a_slow_callable_fewer_rounds():
+    import time
+
+    from benchmarks.timing import interleaved
+
+    times = interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.02)}, 6, 0.05)
+    assert len(times["fast"]) == 6 and len(times["slow"]) == 2
