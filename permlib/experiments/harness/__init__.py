@@ -1,0 +1,68 @@
+"""The experiment harness every runner shares.
+
+* :mod:`.config`: a config dataclass per experiment; the command line derived from it.
+* :mod:`.train`: :func:`fit`, the one training loop (checkpoints, schedulers, devices).
+* :mod:`.results`: :class:`ResultsStore`, cells keyed by grid axes, stale-config checks.
+* :mod:`.grid`: :func:`run_grid`, run the missing cells of a grid, resumable and shareable.
+* :mod:`.compare`: paper ⋈ ours as a pandas DataFrame (paper / ours / gap / status).
+* :mod:`.provenance`: command, seed, commit, versions, machine, device, wall time.
+* :mod:`.paths`: results, checkpoint and paper-table locations (command line, environment, CWD).
+* :mod:`.distributed`: rank, world size and per-rank generators under torchrun.
+
+Experiments import the harness; the harness never imports an experiment.
+"""
+
+from permlib.experiments.harness.compare import (
+    compare,
+    load_paper_tables,
+    markdown_table,
+    summarize,
+)
+from permlib.experiments.harness.config import (
+    add_config_arguments,
+    config_dict,
+    parse_config_arguments,
+)
+from permlib.experiments.harness.distributed import generators, is_main, rank, world_size
+from permlib.experiments.harness.grid import parse_cell, run_grid, select_cells
+from permlib.experiments.harness.paths import checkpoint_dir, paper_tables_path, results_dir
+from permlib.experiments.harness.provenance import command_line, git_commit, provenance
+from permlib.experiments.harness.results import (
+    SCHEMA_VERSION,
+    ResultsFileError,
+    ResultsStore,
+    StaleCellError,
+    cell_id,
+)
+from permlib.experiments.harness.train import CheckpointWarning, FitResult, fit
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CheckpointWarning",
+    "FitResult",
+    "ResultsFileError",
+    "ResultsStore",
+    "StaleCellError",
+    "add_config_arguments",
+    "cell_id",
+    "checkpoint_dir",
+    "command_line",
+    "compare",
+    "config_dict",
+    "fit",
+    "generators",
+    "git_commit",
+    "is_main",
+    "load_paper_tables",
+    "markdown_table",
+    "paper_tables_path",
+    "parse_cell",
+    "parse_config_arguments",
+    "provenance",
+    "rank",
+    "results_dir",
+    "run_grid",
+    "select_cells",
+    "summarize",
+    "world_size",
+]

@@ -1,0 +1,121 @@
+"""Run the cells of a grid: skip what is done, refuse or rerun what is stale, claim, resume.
+
+An experiment describes its grid as a list of ``(cell, config)`` pairs (``cell`` a dict of grid
+axes, ``config`` the dataclass that cell runs with) and a function that runs one cell; this
+module does the rest for every experiment alike. Cells can be spread over processes or machines
+sharing the results folder (each cell is claimed with a lock) or over a job array (one
+``--cell`` per job).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from permlib.experiments.harness.results import (
+    ResultsStore,
+    StaleCellError,
+    cell_id,
+    config_diff,
+)
+
+__all__ = ["parse_cell", "run_grid", "select_cells"]
+
+OnStale = Literal["refuse", "rerun"]
+
+
+def parse_cell(text: str, types: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """``"method=hste,n=100"`` -> ``{"method": "hste", "n": 100}`` (values cast by ``types``)."""
+    cell: dict[str, Any] = {}
+    for part in filter(None, text.split(",")):
+        if "=" not in part:
+            raise ValueError(f"--cell expects axis=value pairs separated by commas, got {text!r}")
+        key, value = (s.strip() for s in part.split("=", 1))
+        cast = (types or {}).get(key, str)
+        try:
+            cell[key] = cast(value)
+        except ValueError as exc:
+            raise ValueError(f"--cell {text!r}: {key}={value!r} is not a {cast.__name__}") from exc
+    return cell
+
+
+def select_cells(
+    cells: Sequence[tuple[dict[str, Any], Any]],
+    selection: Mapping[str, Sequence[Any]] | None = None,
+    only: Sequence[Mapping[str, Any]] = (),
+) -> list[tuple[dict[str, Any], Any]]:
+    """The pairs whose cell matches every axis of ``selection`` (axis -> allowed values) and, if
+    ``only`` is given, equals one of the partial cells in ``only`` on the axes they name."""
+    out = []
+    for cell, config in cells:
+        if any(cell.get(a) not in list(vals) for a, vals in (selection or {}).items()):
+            continue
+        if only and not any(all(cell.get(k) == v for k, v in o.items()) for o in only):
+            continue
+        out.append((cell, config))
+    return out
+
+
+def run_grid(
+    store: ResultsStore,
+    cells: Sequence[tuple[dict[str, Any], Any]],
+    run_cell: Callable[[dict[str, Any], Any, Path], dict[str, Any]],
+    *,
+    identity: Callable[[Any], dict[str, Any]],
+    checkpoint_dir: str | os.PathLike,
+    force: bool = False,
+    on_stale: OnStale = "refuse",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the cells not yet done, writing each record as soon as it is finished.
+
+    Args:
+        store: the table's results.
+        cells: ``(cell, config)`` pairs in the order to run them.
+        run_cell: ``run_cell(cell, config, checkpoint_path) -> record`` (a JSON-ready dict; the
+            store adds the cell, ``config`` is set from ``identity(config)``).
+        identity: ``config -> dict`` compared with a stored record's ``config``.
+        checkpoint_dir: checkpoints of unfinished cells (removed when a cell is done).
+        force: rerun finished cells too.
+        on_stale: what to do with finished cells whose stored config differs from the current
+            one: ``"refuse"`` (raise :class:`StaleCellError` before anything runs, naming the
+            cells and the fields that differ) or ``"rerun"``.
+        progress: show a tqdm bar over cells.
+
+    Returns:
+        The results file's content after the run.
+    """
+    if on_stale not in ("refuse", "rerun"):
+        raise ValueError(f"on_stale must be 'refuse' or 'rerun', got {on_stale!r}")
+    status = {cell_id(c): store.status(c, identity(cfg)) for c, cfg in cells}
+    stale = [(c, cfg) for c, cfg in cells if status[cell_id(c)] == "stale"]
+    if stale and on_stale == "refuse" and not force:
+        lines = []
+        for c, cfg in stale[:10]:
+            diff = config_diff(store.get(c)["config"], identity(cfg))
+            lines.append(f"  {cell_id(c)}: " + ", ".join(
+                f"{k} {old!r} -> {new!r}" for k, (old, new) in diff.items()))  # fmt: skip
+        more = f"\n  ... and {len(stale) - 10} more" if len(stale) > 10 else ""
+        raise StaleCellError(
+            f"{len(stale)} finished cell(s) of {store.path} were run with another config:\n"
+            + "\n".join(lines) + more
+            + "\nRerun them (--rerun-stale / on_stale='rerun') or restore the protocol."
+        )
+    todo = [(c, cfg) for c, cfg in cells if force or status[cell_id(c)] != "done"]
+    if todo:
+        store.check_writable()
+    ckpt_dir = Path(checkpoint_dir) / store.path.stem
+    for cell, config in tqdm(todo, desc=store.path.stem, disable=not progress):
+        ckpt = ckpt_dir / f"{cell_id(cell)}.pt"
+        with store.claim(cell) as mine:
+            # another runner may hold the cell, or may have finished it meanwhile
+            if not mine or (not force and store.status(cell, identity(config)) == "done"):
+                continue
+            record = run_cell(cell, config, ckpt)
+            store.put(cell, {"config": identity(config), **record})
+            ckpt.unlink(missing_ok=True)
+    return store.load() or {}

@@ -1,0 +1,121 @@
+"""Provenance of a recorded result: command, seed, commit, versions, machine, device, wall time."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["command_line", "device_name", "git_commit", "provenance"]
+
+_PACKAGES = ("permlib", "torch", "numpy", "scipy", "lapx")
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The commit of the code that runs, ``+dirty`` when tracked files of its package changed.
+
+    Git is asked about the folder ``path`` (default: the folder holding :mod:`permlib`, so an
+    editable install reports its checkout and a wheel install reports ``None``).
+    """
+    folder = Path(path) if path is not None else Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+            cwd=folder, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def _main_module() -> str | None:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    if not name:
+        return None
+    return name.removesuffix(".__main__")
+
+
+def command_line(argv: list[str] | None = None, module: str | None = None) -> str:
+    """The running command without machine paths.
+
+    ``python -m package.module args`` when the program was started with ``-m`` (or ``module`` is
+    given), else ``python <script name> args``; absolute paths among the arguments are shortened
+    to their last component.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    module = module if module is not None else (_main_module() if argv is sys.argv else None)
+    args = [Path(a).name if os.path.isabs(a) else a for a in argv[1:]]
+    if module:
+        return shlex.join(["python", "-m", module, *args])
+    script = Path(argv[0]).name if argv else "python"
+    return shlex.join(["python", script, *args])
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    """A readable name of ``device``: ``"cpu"`` or ``"cuda:0 (NVIDIA H100 ...)"``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return device.type
+
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def provenance(
+    seed: int | None = None,
+    mode: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    world_size: int = 1,
+    wall_s: float | None = None,
+    artifacts: dict[str, dict] | None = None,
+) -> dict:
+    """Everything needed to say where a number came from (JSON-serializable).
+
+    Args:
+        seed: the seed of the run.
+        mode: the runner's mode (``"ci"``, ``"full"``).
+        device: where it ran.
+        world_size: processes that shared the work (torchrun).
+        wall_s: wall time of the run, if known.
+        artifacts: ``name -> {"path", "sha256"}`` of files the result depends on or produced.
+    """
+    out = {
+        "command": command_line(),
+        "seed": seed,
+        "mode": mode,
+        "git_commit": git_commit(),
+        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "versions": {"python": platform.python_version(), **{k: _version(k) for k in _PACKAGES}},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": device_name(device),
+            "world_size": world_size,
+        },
+    }
+    if wall_s is not None:
+        out["wall_s"] = round(float(wall_s), 2)
+    if artifacts:
+        out["artifacts"] = artifacts
+    return out
