@@ -1,4 +1,4 @@
-"""Synthetic data for the number-sorting task of 000/002/003.
+"""Synthetic data for the number-sorting task of Sinkhorn networks and the Hungarian-STE paper.
 
 A sorting batch holds ``B`` lists of ``N`` numbers drawn i.i.d. from ``U(low, high)`` (the
 *scrambled* inputs ``x``), the same numbers in increasing order (``x_sorted``) and the true
@@ -7,7 +7,7 @@ sorted list (its rank), so that ``x_sorted[b, perm[b, i]] = x[b, i]``. With the 
 ``P = permutation_matrix(perm)`` (rows index input numbers, columns positions) the sorted list is
 ``P^T x``, the reconstruction used by the papers' loss.
 
-Models are trained on ``U(0, 1)`` and tested on the seven intervals of 000 Table 1
+Models are trained on ``U(0, 1)`` and tested on the seven intervals of Table 1 of Mena et al. (2017)
 (:data:`TEST_DISTRIBUTIONS`).
 """
 
@@ -19,7 +19,8 @@ import torch
 
 __all__ = ["TEST_DISTRIBUTIONS", "SortingBatch", "sample_sorting_batch", "sorting_permutation"]
 
-#: The test intervals of 000 Table 1 / 002 Table 1, in the papers' order: name -> ``(low, high)``.
+#: The test intervals of Table 1 of Mena et al. (2017 and 2018), in the papers' order:
+#: name -> ``(low, high)``.
 TEST_DISTRIBUTIONS: dict[str, tuple[float, float]] = {
     "U(0,1)": (0.0, 1.0),
     "U(0,10)": (0.0, 10.0),
@@ -75,6 +76,7 @@ def sample_sorting_batch(
     *,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
 ) -> SortingBatch:
     """Draw ``batch_size`` lists of ``n`` numbers from ``U(low, high)``.
 
@@ -85,8 +87,11 @@ def sample_sorting_batch(
         batch_size: number of lists ``B``.
         n: numbers per list ``N``.
         low, high: the interval, ``low < high``.
-        generator: a CPU ``torch.Generator`` for reproducible draws (global RNG if ``None``).
+        generator: a ``torch.Generator`` for reproducible draws (global RNG if ``None``). The
+            numbers are drawn on the generator's device, then moved to ``device``: a CPU
+            generator gives the same lists on every device.
         dtype: floating dtype of the returned numbers.
+        device: where the returned tensors live (default: the generator's device, else CPU).
 
     Returns:
         A :class:`SortingBatch` with ``x``, ``x_sorted`` of shape ``(B, N)`` and ``perm``.
@@ -95,8 +100,9 @@ def sample_sorting_batch(
         raise ValueError(f"batch_size and n must be positive, got {batch_size} and {n}")
     if not high > low:
         raise ValueError(f"need low < high, got low={low}, high={high}")
-    u = torch.rand((batch_size, n), generator=generator, dtype=torch.float64)
-    x = (low + (high - low) * u).to(dtype)
+    draw_on = generator.device if generator is not None else torch.device(device or "cpu")
+    u = torch.rand((batch_size, n), generator=generator, dtype=torch.float64, device=draw_on)
+    x = (low + (high - low) * u).to(dtype=dtype, device=device or draw_on)
     perm = sorting_permutation(x)
     x_sorted = torch.sort(x, dim=-1, stable=True).values
     return SortingBatch(x=x, x_sorted=x_sorted, perm=perm, low=float(low), high=float(high))

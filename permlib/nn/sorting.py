@@ -1,22 +1,14 @@
-"""The permutation-equivariant sorting network of 000/002/003 (Sinkhorn networks).
+"""The permutation-equivariant sorting network of Sinkhorn networks (Mena et al., 2017 and 2018).
 
 Every number ``x_i`` of a list goes through the same small network
 ``g = g2 ∘ g1`` (``g1``: affine ``1 -> hidden`` + ReLU, ``g2``: affine ``hidden -> N``), whose
 ``N`` outputs form row ``i`` of the log-potentials ``log_alpha`` (rows index input numbers, columns
 positions). Permuting the inputs therefore permutes the rows of ``log_alpha``: the network is
-permutation equivariant (000, section 3.1).
+permutation equivariant (:cite:`mena2017sinkhorn`, section 3.1).
 
-A *head* turns ``log_alpha`` into the (soft) permutation matrices used by the loss:
-
-* ``"sinkhorn"``: ``S(log_alpha / tau)``, no noise (003's "Sinkhorn" rows);
-* ``"gumbel_sinkhorn"``: ``S((log_alpha + noise_factor * eps) / tau)`` for ``n_samples`` Gumbel
-  draws ``eps`` (000/002, and 003's "Gumbel-Sinkhorn" rows);
-* ``"hste"``: the Hungarian straight-through estimator ``M(log_alpha [+ noise])``, exact
-  permutation forward, identity gradient backward (003; ``noise_factor > 0`` for its "with Gumbel
-  noise" rows).
-
-At test time no noise is used: :meth:`SortingNetwork.predict` returns the exact matching of
-``log_alpha``.
+A :class:`~permlib.nn.heads.PermutationHead` (``"sinkhorn"``, ``"gumbel_sinkhorn"`` or ``"hste"``)
+turns ``log_alpha`` into the (soft) permutation matrices used by the loss. At test time no noise is
+used: :meth:`SortingNetwork.predict` returns the exact matching of ``log_alpha``.
 """
 
 from __future__ import annotations
@@ -27,27 +19,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from permlib.gumbel import perturb
-from permlib.hste import hungarian_ste
-from permlib.matching import matching
-from permlib.sinkhorn import Backward, sinkhorn
+from permlib.nn.heads import Head, PermutationHead, reconstruct
+from permlib.sinkhorn import Backward
 
-__all__ = ["HEADS", "INITS", "Head", "Init", "SortingNetwork", "reconstruct"]
+__all__ = ["INITS", "Init", "SortingNetwork"]
 
-Head = Literal["sinkhorn", "gumbel_sinkhorn", "hste"]
-HEADS: tuple[str, ...] = ("sinkhorn", "gumbel_sinkhorn", "hste")
 Init = Literal["glorot", "torch"]
 INITS: tuple[str, ...] = ("glorot", "torch")
-
-
-def reconstruct(perms: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Sorted-list reconstruction ``P^T x``: ``(..., N, N)``, ``(..., N) -> (..., N)``.
-
-    ``perms`` has rows indexing input numbers and columns positions, so position ``j`` of the
-    result is ``sum_i P[i, j] x[i]``; leading dimensions of ``perms`` (e.g. Gumbel samples)
-    broadcast against those of ``x``.
-    """
-    return (perms.transpose(-1, -2) @ x.unsqueeze(-1)).squeeze(-1)
 
 
 class SortingNetwork(nn.Module):
@@ -56,22 +34,25 @@ class SortingNetwork(nn.Module):
     Args:
         n: numbers per list ``N`` (the width of ``g2``).
         hidden: width of ``g1`` (32 in the papers).
-        head: ``"sinkhorn"``, ``"gumbel_sinkhorn"`` or ``"hste"`` (see the module docstring).
+        head: ``"sinkhorn"``, ``"gumbel_sinkhorn"`` or ``"hste"``: the kind of the
+            :class:`~permlib.nn.heads.PermutationHead` (``self.head``) built from this and the
+            next six arguments.
         tau: Sinkhorn temperature (ignored by ``"hste"``).
         n_iters: Sinkhorn iterations (the cap when ``tol`` is given).
         noise_factor: scale of the Gumbel noise during training; ``None`` picks the head's
             default (1.0 for ``"gumbel_sinkhorn"``, 0 otherwise). ``"sinkhorn"`` takes no noise.
         n_samples: noise draws per list during training; ``None`` gives 1 without noise and 10
-            with noise (003 Table 3).
+            with noise (Table 3 of the Hungarian-STE paper).
         tol: tolerance of :func:`permlib.sinkhorn` (``None``: fixed unrolling, the papers').
         backward: ``"unroll"`` or ``"implicit"`` (see :func:`permlib.log_sinkhorn`).
         init: ``"glorot"`` (Glorot-uniform weights and zero biases: the defaults of the
-            TensorFlow reference implementation of 000/002) or ``"torch"`` (``nn.Linear``'s
-            default, uniform in ``±1/sqrt(fan_in)`` for weights and biases, as in the PyTorch port
-            003 builds on). With zero biases every ReLU of g1 has its kink at 0, so the network is
-            affine in ``x`` on all of ``x > 0`` and what it learns on ``U(0, 1)`` extends to the
-            other test intervals; with random biases a quarter of the units start with kinks
-            beyond 1, never train, and scramble the scores outside the training interval.
+            TensorFlow reference implementation of Mena et al.) or ``"torch"`` (``nn.Linear``'s
+            default, uniform in ``±1/sqrt(fan_in)`` for weights and biases, as in the PyTorch
+            port the Hungarian-STE paper builds on). With zero biases every ReLU of g1 has its
+            kink at 0, so the network is affine in ``x`` on all of ``x > 0`` and what it learns
+            on ``U(0, 1)`` extends to the other test intervals; with random biases a quarter of
+            the units start with kinks beyond 1, never train, and scramble the scores outside
+            the training interval.
         generator: CPU generator for the initial weights (instead of the global RNG).
 
     Shape:
@@ -99,28 +80,15 @@ class SortingNetwork(nn.Module):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-        if noise_factor is None:
-            noise_factor = 1.0 if head == "gumbel_sinkhorn" else 0.0
-        if noise_factor < 0:
-            raise ValueError(f"noise_factor must be >= 0, got {noise_factor}")
-        if head == "sinkhorn" and noise_factor != 0:
-            raise ValueError("head 'sinkhorn' takes no noise; use head='gumbel_sinkhorn'")
-        if head == "gumbel_sinkhorn" and noise_factor == 0:
-            raise ValueError("head 'gumbel_sinkhorn' needs noise_factor > 0; use head='sinkhorn'")
-        if n_samples is None:
-            n_samples = 10 if noise_factor > 0 else 1
-        if n_samples < 1 or (noise_factor == 0 and n_samples != 1):
-            raise ValueError(f"n_samples must be >= 1 (and 1 without noise), got {n_samples}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden must be a positive int, got {hidden!r}")
         self.n = n
-        self.head = head
-        self.tau = tau
-        self.n_iters = n_iters
-        self.noise_factor = float(noise_factor)
-        self.n_samples = n_samples
-        self.tol = tol
-        self.backward = backward
+        self.head = PermutationHead(
+            head, tau=tau, n_iters=n_iters, noise_factor=noise_factor, n_samples=n_samples,
+            tol=tol, backward=backward,
+        )  # fmt: skip
         self.g1 = nn.Linear(1, hidden)
         self.g2 = nn.Linear(hidden, n)
         self.init = init
@@ -148,13 +116,7 @@ class SortingNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Training-time permutation matrices ``(S, B, N, N)`` (noisy if ``noise_factor > 0``)."""
-        log_alpha = self.log_alpha(x)
-        scores = perturb(log_alpha, self.n_samples, self.noise_factor, generator=generator)
-        if self.head == "hste":
-            return hungarian_ste(scores)
-        return sinkhorn(
-            scores, tau=self.tau, n_iters=self.n_iters, tol=self.tol, backward=self.backward
-        )
+        return self.head(self.log_alpha(x), generator=generator)
 
     def loss(
         self,
@@ -171,4 +133,4 @@ class SortingNetwork(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Test-time permutation: exact matching of ``log_alpha`` (no noise), ``(B, N)``."""
-        return matching(self.log_alpha(x))
+        return self.head.predict(self.log_alpha(x))

@@ -1,0 +1,6 @@
+"""Networks: permutation heads shared by every experiment, and the experiments' scorers."""
+
+from permlib.nn.heads import HEADS, Head, PermutationHead, reconstruct
+from permlib.nn.sorting import INITS, Init, SortingNetwork
+
+__all__ = ["HEADS", "INITS", "Head", "Init", "PermutationHead", "SortingNetwork", "reconstruct"]
