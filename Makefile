@@ -30,11 +30,15 @@ browser:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	  echo "warning: could not install chromium; the browser test will be skipped outside CI"
 
-# Benchmarks against pygmtools, POT, OTT-JAX, scipy and lapx: BENCH=quick (minutes) or full.
+# Benchmarks against pygmtools, POT, OTT-JAX, scipy and lapx: BENCH=quick (minutes) or full,
+# DEVICE=cpu or cuda. Writes _build/bench/ (git-ignored); RECORD=1 writes the tracked
+# benchmarks/results/ instead, and only for a quiet run (a noisy one exits with status 1).
 BENCH ?= quick
+DEVICE ?= cpu
+RECORD ?=
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	$(BIN)/python -m benchmarks.run --$(BENCH)
+	$(BIN)/python -m benchmarks.run --$(BENCH) --device $(DEVICE) $(if $(RECORD),--record)
 
 lint: setup
 	$(BIN)/ruff check .

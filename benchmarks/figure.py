@@ -27,7 +27,7 @@ def plot(result: dict, path: Path) -> Path:
     if "stage" in rows:
         sel = rows[
             (rows.section == "sinkhorn")
-            & (rows.device == "cpu")
+            & (rows.device == result.get("device", "cpu"))
             & (rows.stage == "fwdbwd")
             & (rows.B == t["B"])
             & (rows.L == t["L"])

@@ -1,4 +1,8 @@
-"""Peak memory of one Sinkhorn forward+backward, measured as the process's RSS high-water mark.
+"""Peak memory of one Sinkhorn forward+backward: CUDA's allocator statistics, or on the CPU the
+process's RSS high-water mark.
+
+On CUDA the probe runs in this process: ``torch.cuda.reset_peak_memory_stats``, then the peak is
+``torch.cuda.max_memory_allocated`` after forward+backward minus ``memory_allocated`` before it.
 
 CPU tensors come from malloc, which tracemalloc does not see, and torch keeps no CPU allocator
 statistics. So each measurement runs in a fresh subprocess (``python -m benchmarks.memory``)
@@ -22,7 +26,7 @@ from pathlib import Path
 import torch
 
 import permlib
-from benchmarks.textbook import sinkhorn_loop
+from permlib.testing import sinkhorn_loop
 
 METHODS = {
     "permlib unroll": lambda x, n: permlib.sinkhorn(x, n_iters=n, backward="unroll"),
@@ -30,6 +34,11 @@ METHODS = {
     "textbook loop": lambda x, n: sinkhorn_loop(x, n),
 }
 ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+#: How the peak is measured on each device type (recorded with every memory row).
+HOW = {
+    "cpu": "rise of the RSS high-water mark in a fresh subprocess (VmHWM - VmRSS before)",
+    "cuda": "torch.cuda.max_memory_allocated after forward+backward - memory_allocated before",
+}
 
 
 def _status(field: str) -> int:
@@ -49,11 +58,29 @@ def _peak(fn) -> int | None:
     return max(_status("VmHWM") - before, 0)
 
 
-def probe(method: str, batch: int, n: int, iters: list[int], seed: int) -> list[int | None]:
-    """In this process: peak bytes of forward+backward of ``method`` for each ``n_iters``."""
+def _peak_cuda(fn, device: torch.device) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return max(torch.cuda.max_memory_allocated(device) - before, 0)
+
+
+def probe(
+    method: str, batch: int, n: int, iters: list[int], seed: int, device: str = "cpu"
+) -> list[int | None]:
+    """In this process: peak bytes of forward+backward of ``method`` for each ``n_iters``.
+
+    Inputs are ``(batch, n, n)`` float32 scores and weights drawn on the CPU from ``seed`` and
+    moved to ``device``; the loss is ``sum(P * w)``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    dev = torch.device(device)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, n, n, generator=g)
-    w = torch.randn(batch, n, n, generator=g)
+    x = torch.randn(batch, n, n, generator=g).to(dev)
+    w = torch.randn(batch, n, n, generator=g).to(dev)
     f = METHODS[method]
 
     def run(k):
@@ -62,11 +89,18 @@ def probe(method: str, batch: int, n: int, iters: list[int], seed: int) -> list[
         del grad
 
     run(min(iters))  # warm-up: thread pools, lazy initialisation
+    if dev.type == "cuda":
+        return [_peak_cuda(lambda k=k: run(k), dev) for k in iters]
     return [_peak(lambda k=k: run(k)) for k in iters]
 
 
-def measure(method: str, batch: int, n: int, iters: list[int], seed: int) -> list[int | None]:
-    """:func:`probe` in a fresh subprocess with the malloc settings above."""
+def measure(
+    method: str, batch: int, n: int, iters: list[int], seed: int, device: str = "cpu"
+) -> list[int | None]:
+    """Peak bytes per ``n_iters``: :func:`probe` in this process on CUDA, else in a fresh
+    subprocess with the malloc settings above."""
+    if torch.device(device).type == "cuda":
+        return probe(method, batch, n, iters, seed, device)
     cmd = [sys.executable, "-m", "benchmarks.memory", method, str(batch), str(n), str(seed)]
     cmd += [str(k) for k in iters]
     root = Path(__file__).resolve().parents[1]

@@ -3,8 +3,20 @@
 Every comparison is made in one process, on the same inputs (N(0, 1) scores drawn from
 ``--seed``, tau = 1, loss ``sum(P * W)``), in the same dtype; methods are timed in interleaved
 rounds after one warm-up call each, and the minimum and median of the rounds are reported
-(the machine is shared, so only ratios within one run mean anything). Writes
-``benchmarks/results/bench_<mode>.json`` and ``bench_<mode>.png`` (see :mod:`benchmarks.figure`).
+(the machine is shared, so only ratios within one run mean anything).
+
+``--device cpu`` (the default) or ``--device cuda`` (where a GPU is present): inputs are made on
+the CPU from the seed and moved to the device, timings synchronize the device around each call,
+and peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (a subprocess's resident set on
+the CPU, see :mod:`benchmarks.memory`). The result file names its device,
+``bench_<mode>_<device>.json`` (and ``.png``, see :mod:`benchmarks.figure`), so a GPU run never
+overwrites the CPU one.
+
+Where it writes: ``_build/bench/`` (git-ignored) by default, ``benchmarks/results/`` (tracked, read
+by the book) only with ``--record``, or ``--out``. A run that contradicts itself is *noisy*: a
+forward pass faster than its own memory-bandwidth bound, or slower than the same method's
+forward+backward. Its timing targets are then not judged, and ``--record`` refuses it (the file
+goes to ``_build/bench/`` and the command exits with status 1).
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -24,10 +37,12 @@ from tqdm.auto import tqdm
 from benchmarks import memory
 from benchmarks.ott_worker import run_ott
 from benchmarks.peers import as_numpy, matching_methods, sinkhorn_methods
-from benchmarks.textbook import sinkhorn_loop
 from benchmarks.timing import best_seconds, interleaved, summary
+from permlib.testing import sinkhorn_loop
 
-RESULTS = Path(__file__).resolve().parent / "results"
+BENCH_DIR = Path(__file__).resolve().parent  # repository code: its own folder, not permlib's
+RESULTS = BENCH_DIR / "results"  # tracked; the book reads it; written only with --record
+SCRATCH = BENCH_DIR.parent / "_build" / "bench"  # git-ignored; the default
 TARGET = {"B": 128, "N": 100, "L": 20, "dtype": "float32"}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 PEER_PACKAGES = ("pygmtools", "POT", "ott-jax", "jax", "jaxlib", "seaborn", "matplotlib", "pandas")
@@ -112,6 +127,7 @@ def slow_peers(b, n, ll, dname, mode) -> dict[str, str]:
 
 
 def bench_sinkhorn(b, n, ll, dname, device, reps, seed, mode, budget_s) -> list[dict]:
+    """Rows of forward and forward+backward timings of every method on ``(b, n, n)`` inputs."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, n, n, generator=g, dtype=DTYPES[dname]).to(device)
     w = torch.randn(b, n, n, generator=g, dtype=DTYPES[dname]).to(device)
@@ -134,7 +150,7 @@ def bench_sinkhorn(b, n, ll, dname, device, reps, seed, mode, budget_s) -> list[
     rows = []
     for stage in ("fwd", "fwdbwd"):
         calls = {k: getattr(m, stage) for k, m in methods.items()}
-        times = interleaved(calls, reps, budget_s)
+        times = interleaved(calls, reps, budget_s, device=device)
         for k, m in methods.items():
             out = as_numpy(calls[k]())
             ref = as_numpy((ref_p if stage == "fwd" else ref_g)[m.last])
@@ -167,6 +183,7 @@ def bench_sinkhorn(b, n, ll, dname, device, reps, seed, mode, budget_s) -> list[
 
 
 def bench_matching(b, n, reps, seed) -> list[dict]:
+    """Rows of batched exact matching timings (CPU solvers) on ``(b, n, n)`` scores."""
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(b, n, n, generator=g)
     calls, _ = matching_methods(scores)
@@ -191,16 +208,22 @@ def bench_matching(b, n, reps, seed) -> list[dict]:
     return rows
 
 
-def provenance_info(args, mode: str) -> dict:
-    from permlib.experiments.provenance import provenance
+def provenance_info(argv: list[str], seed: int, mode: str, device: str) -> dict:
+    """Provenance of the run: command, commit of this repository, versions, machine, device."""
+    from permlib.experiments.harness import git_commit, provenance
 
-    info = provenance(seed=args.seed, mode=mode)
+    info = provenance(seed=seed, mode=mode)
+    info["command"] = shlex.join(["python", "-m", "benchmarks.run", *argv])
+    info["git_commit"] = git_commit(BENCH_DIR.parent)
+    info["device"] = device
     for pkg in PEER_PACKAGES:
         try:
             info["versions"][pkg] = version(pkg)
         except PackageNotFoundError:
             info["versions"][pkg] = None
-    info["machine"]["cuda"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    info["machine"]["device"] = device
+    cuda = torch.device(device).type == "cuda"
+    info["machine"]["cuda"] = torch.cuda.get_device_name(device) if cuda else None
     info["machine"]["load_average_1_5_15_min"] = list(os.getloadavg())  # at the end of the run
     return info
 
@@ -225,14 +248,19 @@ def ratio_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def targets(rows: list[dict], bw_estimate_ms: float | None) -> dict:
+def targets(rows: list[dict], bw_estimate_ms: float | None, device: str = "cpu") -> dict:
+    """The library's goals at the target configuration on ``device``: value, goal, met.
+
+    Each entry has ``kind`` (``time``, ``accuracy`` or ``memory``); :func:`judge` later sets
+    ``met`` to None for the timing goals of a noisy run.
+    """
     t = TARGET
     sel = {
         (r["stage"], r["method"]): r
         for r in rows
         if r["section"] == "sinkhorn"
         and "skipped" not in r
-        and r["device"] == "cpu"
+        and r["device"] == device
         and (r["B"], r["N"], r["L"], r["dtype"]) == (t["B"], t["N"], t["L"], t["dtype"])
     }
     out: dict = {}
@@ -245,6 +273,7 @@ def targets(rows: list[dict], bw_estimate_ms: float | None) -> dict:
                     "ratio": ratio,
                     "goal": goal,
                     "met": ratio >= goal,
+                    "kind": "time",
                 }
         diffs = [sel[s, "permlib"]["max_abs_diff_vs_loop"] for s in ("fwd",)]
         if ("fwd", "pygmtools") in sel:
@@ -253,10 +282,16 @@ def targets(rows: list[dict], bw_estimate_ms: float | None) -> dict:
             "value": max(diffs),
             "goal": 1e-5,
             "met": max(diffs) <= 1e-5,
+            "kind": "accuracy",
         }
         if bw_estimate_ms:
             r = sel["fwd", "permlib"]["min_ms"] / bw_estimate_ms
-            out["fwd / bandwidth estimate"] = {"ratio": r, "goal": 2.0, "met": r <= 2.0}
+            out["fwd / bandwidth estimate"] = {
+                "ratio": r,
+                "goal": 2.0,
+                "met": r <= 2.0,
+                "kind": "time",
+            }
     mem = [r for r in rows if r["section"] == "memory"]
     imp = {r["L"]: r["peak_bytes"] for r in mem if r["method"] == "permlib implicit"}
     unr = {r["L"]: r["peak_bytes"] for r in mem if r["method"] == "permlib unroll"}
@@ -266,6 +301,7 @@ def targets(rows: list[dict], bw_estimate_ms: float | None) -> dict:
             "ratio": imp[hi] / imp[lo],
             "goal": 1.2,
             "met": imp[hi] / imp[lo] <= 1.2,
+            "kind": "memory",
         }
     if len(unr) > 1 and None not in unr.values() and unr[min(unr)] > 0:
         lo, hi = min(unr), max(unr)
@@ -273,6 +309,7 @@ def targets(rows: list[dict], bw_estimate_ms: float | None) -> dict:
             "ratio": unr[hi] / unr[lo],
             "goal": "> 1",
             "met": unr[hi] > unr[lo],
+            "kind": "memory",
         }
     match = {}
     for r in rows:
@@ -284,11 +321,128 @@ def targets(rows: list[dict], bw_estimate_ms: float | None) -> dict:
             "ratio": fastest / m["permlib"],
             "goal": 1.0,
             "met": fastest >= m["permlib"],
+            "kind": "time",
         }
     return out
 
 
+def contradictions(rows: list[dict], bandwidth: dict | None, device: str = "cpu") -> list[str]:
+    """What makes a run noisy: timings that contradict each other (empty for a quiet run).
+
+    - a method's forward slower than its own forward+backward in one configuration;
+    - ``permlib``'s forward at the target configuration faster than the time its bytes take at
+      the fastest memory rate measured in the same run (copy or read), i.e. faster than its own
+      bandwidth bound (``bandwidth`` as in the result file; None skips this check).
+    """
+    found = []
+    best: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        if r.get("section") == "sinkhorn" and "min_ms" in r and r.get("device") == device:
+            key = (r["method"], r["B"], r["N"], r["L"], r["dtype"])
+            best.setdefault(key, {})[r["stage"]] = r["min_ms"]
+    for (method, b, n, ll, d), st in best.items():
+        if "fwd" in st and "fwdbwd" in st and st["fwd"] > st["fwdbwd"]:
+            found.append(
+                f"{method} B={b} N={n} L={ll} {d}: forward {st['fwd']:.3g} ms slower than "
+                f"forward+backward {st['fwdbwd']:.3g} ms"
+            )
+    t = TARGET
+    fwd = best.get(("permlib", t["B"], t["N"], t["L"], t["dtype"]), {}).get("fwd")
+    if bandwidth and fwd is not None:
+        rate = max(bandwidth.get("copy_bytes_per_s", 0.0), bandwidth.get("read_bytes_per_s", 0.0))
+        if rate > 0:
+            bound_ms = 1e3 * t["L"] * bandwidth["bytes_per_iteration"] / rate
+            if fwd < bound_ms:
+                found.append(
+                    f"permlib forward at the target ({fwd:.3g} ms) faster than its bandwidth "
+                    f"bound ({bound_ms:.3g} ms at the fastest rate measured, "
+                    f"{rate / 1e9:.0f} GB/s)"
+                )
+    return found
+
+
+def judge(goals: dict, noise: list[str]) -> dict:
+    """``goals`` with a ``status`` each; a noisy run's timing goals are not judged (met None)."""
+    out = {}
+    for name, v in goals.items():
+        v = dict(v)
+        if noise and v.get("kind") == "time":
+            v["met"] = None
+            v["status"] = "not judged: noisy run"
+        else:
+            v["status"] = "met" if v["met"] else "missed"
+        out[name] = v
+    return out
+
+
+def bandwidth_info(device: str) -> dict:
+    """The memory-bandwidth estimate of the forward at the target configuration on ``device``."""
+    t = TARGET
+    numel = t["B"] * t["N"] ** 2
+    bw = copy_bandwidth(numel, torch.float32, device)
+    bytes_per_iter = 2 * numel * 4  # each iteration reads the N x N matrix twice, at least
+    read_bw = read_bandwidth(numel, torch.float32, device)
+    return {
+        "copy_bytes_per_s": bw,
+        "bytes_per_iteration": bytes_per_iter,
+        "fwd_estimate_ms": 1e3 * t["L"] * bytes_per_iter / bw,
+        "how": "L * (2 reads of the B x N x N float32 matrix) / copy bandwidth measured "
+        "on a tensor of that size",
+        # context for the estimate: reads alone run slower than copy's read+write count,
+        # and permlib's iterations are 2 L batched vector-matrix products
+        "read_bytes_per_s": read_bw,
+        "fwd_estimate_at_read_bandwidth_ms": 1e3 * t["L"] * bytes_per_iter / read_bw,
+        "iterations_alone_ms": iterations_ms(t["B"], t["N"], t["L"], device),
+    }
+
+
+def report(result: dict) -> None:
+    """Print the ratio table, skipped peers, bandwidth, memory, matching, targets and noise."""
+    rows, t, bw = result["rows"], result["target_config"], result["bandwidth"]
+    print(
+        f"\nSinkhorn on {result['device']}, min times; peer columns are (peer min) / "
+        "(permlib min), > 1: permlib faster (tau = 1, loss sum(P*W))"
+    )
+    print(ratio_table(rows))
+    skipped = {r["method"]: r["skipped"] for r in rows if "skipped" in r}
+    for k, why in skipped.items():
+        print(f"  skipped {k}: {why}")
+    print(
+        f"\nmemory-bandwidth estimate (B={t['B']}, N={t['N']}, L={t['L']}, float32): "
+        f"{bw['bytes_per_iteration'] / 2**20:.1f} MiB per iteration / "
+        f"{bw['copy_bytes_per_s'] / 1e9:.1f} GB/s copy = {bw['fwd_estimate_ms']:.2f} ms for the "
+        f"forward\n  the same bytes at the read bandwidth of a sum "
+        f"({bw['read_bytes_per_s'] / 1e9:.1f} GB/s): {bw['fwd_estimate_at_read_bandwidth_ms']:.2f}"
+        f" ms; the {2 * t['L']} batched vector-matrix products of the iterations alone: "
+        f"{bw['iterations_alone_ms']:.2f} ms"
+    )
+    print("\npeak memory of forward+backward (MiB):")
+    for r in rows:
+        if r["section"] == "memory":
+            pk = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.1f}"
+            print(f"  {r['method']:18} B={r['B']} N={r['N']} L={r['L']:<4} {pk}")
+    match = [r for r in rows if r["section"] == "matching"]
+    if match:
+        print("\nmatching, min ms (median):")
+    for r in match:
+        print(
+            f"  {r['B']:>5}x{r['N']:<3}^2 {r['method']:14} {r['min_ms']:9.2f} "
+            f"({r['median_ms']:.2f})  objective gap {r['max_objective_gap']:.1e}"
+        )
+    print("\ntargets:")
+    for k, v in result["targets"].items():
+        val = v.get("ratio", v.get("value"))
+        flag = {"met": "met ", "missed": "MISS"}.get(v["status"], "????")
+        print(f"  {flag} {k}: {val:.3g} (goal {v['goal']}; {v['status']})")
+    if result["noise"]:
+        print("\nNOISY RUN, timing targets not judged:")
+        for line in result["noise"]:
+            print(f"  {line}")
+
+
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmarks; returns the result (also written as JSON, see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_const", const="quick", dest="mode")
@@ -301,106 +455,81 @@ def main(argv: list[str] | None = None) -> dict:
         help="seconds; for the harness's tests",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and figure")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda (where present)")
+    ap.add_argument(
+        "--record",
+        action="store_true",
+        help="write to benchmarks/results/ (tracked, read by the book) instead of "
+        "_build/bench/ (git-ignored); refused for a noisy run",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="folder for the JSON and figure")
     ap.add_argument("--no-figure", action="store_true")
-    ap.add_argument("--no-memory", action="store_true", help="skip the subprocess memory probe")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory section")
     args = ap.parse_args(argv)
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError as err:
+        ap.error(f"--device: {err}")
+    if dev.type not in ("cpu", "cuda"):
+        ap.error(f"--device must be cpu or cuda, got {args.device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available here")
+    device = str(dev)
     mode = args.mode or "quick"
     p = plan(mode)
     start = time.perf_counter()
-    cuda = torch.cuda.is_available()
-    tasks = [("sinkhorn", "cpu", c) for c in p["sinkhorn"]]
-    if cuda:
-        tasks += [("sinkhorn", "cuda", c) for c in p["sinkhorn"]]
+    tasks = [("sinkhorn", c) for c in p["sinkhorn"]]
     if not args.no_memory:
-        tasks += [("memory", "cpu", m) for m in memory.METHODS]
-    tasks += [("matching", "cpu", c) for c in p["matching"]]
+        tasks += [("memory", m) for m in memory.METHODS]
+    if dev.type == "cpu":  # scipy and lapx are CPU solvers
+        tasks += [("matching", c) for c in p["matching"]]
     rows: list[dict] = []
-    for section, dev, c in tqdm(tasks, desc=f"benchmarks ({mode})", file=sys.stderr):
+    for section, c in tqdm(tasks, desc=f"benchmarks ({mode}, {device})", file=sys.stderr):
         if section == "sinkhorn":
-            rows += bench_sinkhorn(*c, dev, p["reps"], args.seed, mode, p["budget_s"])
+            rows += bench_sinkhorn(*c, device, p["reps"], args.seed, mode, p["budget_s"])
         elif section == "memory":
             m = p["memory"]
-            peaks = memory.measure(c, m["B"], m["N"], m["L"], args.seed)
+            peaks = memory.measure(c, m["B"], m["N"], m["L"], args.seed, device=device)
             rows += [
                 {
                     "section": "memory",
+                    "device": device,
                     "method": c,
                     "B": m["B"],
                     "N": m["N"],
                     "L": ll,
                     "dtype": "float32",
                     "peak_bytes": pk,
+                    "how": memory.HOW[dev.type],
                 }
                 for ll, pk in zip(m["L"], peaks, strict=True)
             ]
         else:
             rows += bench_matching(*c, p.get("matching_reps", p["reps"]), args.seed)
 
-    t = TARGET
-    numel = t["B"] * t["N"] ** 2
-    bw = copy_bandwidth(numel, torch.float32, "cpu")
-    bytes_per_iter = 2 * numel * 4  # each iteration reads the N x N matrix twice, at least
-    estimate_ms = 1e3 * t["L"] * bytes_per_iter / bw
-    read_bw = read_bandwidth(numel, torch.float32, "cpu")
-    read_estimate_ms = 1e3 * t["L"] * bytes_per_iter / read_bw
-    loop_ms = iterations_ms(t["B"], t["N"], t["L"], "cpu")
+    bandwidth = bandwidth_info(device)
+    noise = contradictions(rows, bandwidth, device)
     result = {
-        "provenance": {**provenance_info(args, mode), "wall_s": time.perf_counter() - start},
-        "target_config": t,
-        "bandwidth": {
-            "copy_bytes_per_s": bw,
-            "bytes_per_iteration": bytes_per_iter,
-            "fwd_estimate_ms": estimate_ms,
-            "how": "L * (2 reads of the B x N x N float32 matrix) / copy bandwidth measured "
-            "on a tensor of that size",
-            # context for the estimate: reads alone run slower than copy's read+write count,
-            # and permlib's iterations are 2 L batched vector-matrix products
-            "read_bytes_per_s": read_bw,
-            "fwd_estimate_at_read_bandwidth_ms": read_estimate_ms,
-            "iterations_alone_ms": loop_ms,
-        },
-        "cuda": "present" if cuda else "no CUDA device: CUDA columns skipped",
+        "provenance": provenance_info(argv, args.seed, mode, device),
+        "device": device,
+        "target_config": TARGET,
+        "bandwidth": bandwidth,
         "rows": rows,
+        "noise": noise,
+        "quiet": not noise,
+        "targets": judge(targets(rows, bandwidth["fwd_estimate_ms"], device), noise),
     }
-    result["targets"] = targets(rows, estimate_ms)
     result["provenance"]["wall_s"] = time.perf_counter() - start
+    report(result)
 
-    print(
-        f"\nSinkhorn, min times; peer columns are (peer min) / (permlib min), > 1: permlib "
-        f"faster (tau = 1, loss sum(P*W); {'CUDA included' if cuda else 'no CUDA device'})"
-    )
-    print(ratio_table(rows))
-    skipped = {r["method"]: r["skipped"] for r in rows if "skipped" in r}
-    for k, why in skipped.items():
-        print(f"  skipped {k}: {why}")
-    print(
-        f"\nmemory-bandwidth estimate (B={t['B']}, N={t['N']}, L={t['L']}, float32): "
-        f"{bytes_per_iter / 2**20:.1f} MiB per iteration / {bw / 1e9:.1f} GB/s copy "
-        f"= {estimate_ms:.2f} ms for the forward\n"
-        f"  the same bytes at the read bandwidth of a sum ({read_bw / 1e9:.1f} GB/s): "
-        f"{read_estimate_ms:.2f} ms; the {2 * t['L']} batched "
-        f"vector-matrix products of the iterations alone: {loop_ms:.2f} ms"
-    )
-    print("\npeak memory of forward+backward (MiB):")
-    for r in rows:
-        if r["section"] == "memory":
-            pk = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.1f}"
-            print(f"  {r['method']:18} B={r['B']} N={r['N']} L={r['L']:<4} {pk}")
-    print("\nmatching, min ms (median):")
-    for r in rows:
-        if r["section"] == "matching":
-            print(
-                f"  {r['B']:>5}x{r['N']:<3}^2 {r['method']:14} {r['min_ms']:9.2f} "
-                f"({r['median_ms']:.2f})  objective gap {r['max_objective_gap']:.1e}"
-            )
-    print("\ntargets:")
-    for k, v in result["targets"].items():
-        val = v.get("ratio", v.get("value"))
-        print(f"  {'met ' if v['met'] else 'MISS'} {k}: {val:.3g} (goal {v['goal']})")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"bench_{mode}.json"
+    out = args.out
+    if out is None:
+        out = RESULTS if args.record and not noise else SCRATCH
+    result["record_refused"] = bool(args.record and noise and args.out is None)
+    if result["record_refused"]:
+        print(f"\nnot recorded in {RESULTS}: the run is noisy (see above); rerun it quietly")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_{mode}_{dev.type}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {path}")
     if not args.no_figure:
@@ -412,4 +541,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main().get("record_refused") else 0)
