@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import permlib
-from benchmarks.textbook import sinkhorn_loop
+from permlib.testing import sinkhorn_loop
 
 
 @dataclass

@@ -10,7 +10,8 @@ maximized, and costs appear only where a function says so; a permutation is an i
 from permlib import metrics
 from permlib.gumbel import gumbel_matching, gumbel_sinkhorn, perturb, sample_gumbel
 from permlib.hste import hungarian_ste
-from permlib.matching import invert_permutation, matching, permutation_matrix
+from permlib.matching import matching
+from permlib.permutations import invert_permutation, permutation_matrix
 from permlib.sinkhorn import ConvergenceWarning, SinkhornInfo, log_sinkhorn, sinkhorn
 
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 Adding i.i.d. Gumbel noise ``eps`` to log-potentials ``X`` and taking the exact matching gives a
 sample from the Gumbel-Matching distribution ``G.M.(X) = M(X + eps)``; replacing the matching by the
 Sinkhorn operator gives its relaxation, ``G.S.(X, tau) = S((X + eps) / tau)``, which tends to
-``M(X + eps)`` as ``tau -> 0`` (000_7091bfda3c1c82a1, section 3; 002_bc0d51ed119f3355).
+``M(X + eps)`` as ``tau -> 0`` (Mena et al., 2018, ``mena2018learning``, section 3).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from permlib._checks import check_float_matrix, check_positive_int, check_positive_real
-from permlib.matching import matching, permutation_matrix
+from permlib.matching import matching
+from permlib.permutations import permutation_matrix
 from permlib.sinkhorn import Backward, sinkhorn
 
 __all__ = ["gumbel_matching", "gumbel_sinkhorn", "perturb", "sample_gumbel"]

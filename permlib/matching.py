@@ -1,9 +1,10 @@
 """Exact linear assignment M(X): the tau -> 0 limit of the Sinkhorn operator.
 
 ``matching(scores)`` returns, for each ``(N, N)`` matrix of a batch, the permutation that maximizes
-``sum_i scores[i, perm[i]]`` (000_7091bfda3c1c82a1, eq. 3). The solving is done by real assignment
-solvers, never by a hand-written Hungarian algorithm: lapx's multi-threaded batched Jonker-Volgenant
-(``lapjvr_batch``), or scipy's ``linear_sum_assignment`` one matrix at a time.
+``sum_i scores[i, perm[i]]`` (Mena et al., 2017, ``mena2017sinkhorn``, eq. 3). The solving is done
+by real assignment solvers, never by a hand-written Hungarian algorithm: lapx's multi-threaded
+batched Jonker-Volgenant (``lapjvr_batch``), or scipy's ``linear_sum_assignment`` one matrix at a
+time. Index tensors and permutation matrices are converted by :mod:`permlib.permutations`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from permlib._checks import check_float_matrix, check_permutation
+from permlib._checks import check_float_matrix
 
-__all__ = ["invert_permutation", "matching", "permutation_matrix"]
+__all__ = ["matching"]
 
 Solver = Literal["auto", "lapx", "scipy"]
 _SOLVERS = ("auto", "lapx", "scipy")
@@ -77,18 +78,3 @@ def matching(scores: torch.Tensor, maximize: bool = True, solver: Solver = "auto
         cols = _solve_lapx(costs)
     perm = torch.from_numpy(cols.astype(np.int64, copy=False))
     return perm.reshape(batch + (n,)).to(scores.device)
-
-
-def permutation_matrix(perm: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """One-hot form of ``perm``: ``(..., N) -> (..., N, N)``, ``P[..., i, perm[..., i]] = 1``."""
-    check_permutation(perm, "perm")
-    n = perm.shape[-1]
-    return torch.nn.functional.one_hot(perm.long(), n).to(dtype)
-
-
-def invert_permutation(perm: torch.Tensor) -> torch.Tensor:
-    """Inverse permutation: ``inv[..., perm[..., i]] = i``; ``(..., N) -> (..., N)``."""
-    check_permutation(perm, "perm")
-    perm = perm.long()
-    ar = torch.arange(perm.shape[-1], device=perm.device).expand_as(perm)
-    return torch.empty_like(perm).scatter_(-1, perm, ar)

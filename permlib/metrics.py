@@ -1,12 +1,14 @@
-"""Evaluation metrics of the founding papers.
+"""Evaluation metrics of the founding papers (keys of ``book/references.bib`` in brackets).
 
 Order-based errors compare a predicted permutation with the true one, both as index tensors
 ``perm (..., N)`` (``perm[..., i]`` = position given to item ``i``): ``prop_wrong`` (the fraction
-of items put in a wrong position, 000's P.W.; 003's ``1 - (1/N) sum P * Q``), ``prop_any_wrong``
-(1 if any item is misplaced, P.A.W.) and ``kendall_tau`` (rank correlation of the two permutations).
+of items put in a wrong position, "Prop. wrong" of Mena et al., 2017 [mena2017sinkhorn], written
+``1 - (1/N) sum P * Q`` in the HSTE paper [hste]), ``prop_any_wrong`` (1 if any item is misplaced,
+"Prop. any wrong") and ``kendall_tau`` (rank correlation of the two permutations).
 Feature-based errors compare a reconstruction with the truth: ``l1_error`` (mean absolute error) and
-``l2_error`` (mean *squared* error, as reported in 000 Table 2 and 003 Table 5).
-``constraint_error`` is 003's distance of a matrix from the Birkhoff polytope's constraints.
+``l2_error`` (mean *squared* error, as reported in Table 2 of Mena et al., 2017 and Table 5 of the
+HSTE paper). ``constraint_error`` is the distance of a matrix from the Birkhoff polytope's
+row- and column-sum constraints used by the HSTE paper (its section 2).
 
 Order-based metrics take ``reduction="mean"`` (a scalar over the batch) or ``"none"`` (one value
 per permutation, shape ``(...)``).
@@ -123,7 +125,7 @@ def l2_error(
 def constraint_error(
     p: torch.Tensor, reduction: Literal["none", "mean", "max"] = "none"
 ) -> torch.Tensor:
-    """Max over rows and columns of ``|sum - 1|`` (003, section 2): 0 iff doubly stochastic sums.
+    """Max over rows and columns of ``|sum - 1|`` (``hste``, section 2): 0 iff the sums are 1.
 
     Args:
         p: ``(..., N, N)`` non-log matrix (e.g. the output of :func:`permlib.sinkhorn`).

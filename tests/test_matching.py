@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from permlib import invert_permutation, matching, permutation_matrix
+from permlib import matching, permutation_matrix
 
 
 def objective(scores: np.ndarray, perm: np.ndarray) -> float:
@@ -54,19 +54,6 @@ def test_works_with_gradients_and_single_item():
     x = torch.randn(4, 4, requires_grad=True)
     assert matching(x).shape == (4,)
     assert matching(torch.zeros(1, 1)).tolist() == [0]
-
-
-def test_permutation_matrix_and_inverse(generator):
-    perm = torch.stack([torch.randperm(9, generator=generator) for _ in range(4)])
-    p = permutation_matrix(perm)
-    assert p.shape == (4, 9, 9)
-    assert torch.equal(p.sum(-1), torch.ones(4, 9)) and torch.equal(p.sum(-2), torch.ones(4, 9))
-    assert torch.equal(p.argmax(-1), perm)
-    inv = invert_permutation(perm)
-    assert torch.equal(invert_permutation(inv), perm)
-    assert torch.equal(permutation_matrix(inv), p.transpose(-1, -2))
-    assert torch.equal(torch.gather(perm, -1, inv), torch.arange(9).expand(4, 9))
-    assert permutation_matrix(perm, dtype=torch.float64).dtype == torch.float64
 
 
 @pytest.mark.parametrize("kind", ["normal", "large_offset", "near_ties"])

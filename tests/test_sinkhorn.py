@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import Bounds, LinearConstraint, minimize
 
-from benchmarks.textbook import log_sinkhorn_loop as reference_log_sinkhorn
 from permlib import ConvergenceWarning, log_sinkhorn, matching, permutation_matrix, sinkhorn
 from permlib.metrics import constraint_error
+from permlib.testing import log_sinkhorn_loop as reference_log_sinkhorn
 
 
 def random_scores(seed: int, shape, dtype=torch.float64, scale=1.0):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from permlib.data import sample_sorting_batch
-from permlib.matching import permutation_matrix
+from permlib.permutations import permutation_matrix
 from permlib.nn import SortingNetwork, reconstruct
 
 
