@@ -11,7 +11,8 @@ from permlib import analysis as an
 from permlib.experiments.harness import load_paper_tables
 from permlib.metrics import constraint_error
 
-PAPER_TABLES = Path(__file__).resolve().parents[1] / "benchmarks" / "reference" / "paper_tables.json"
+REPO = Path(__file__).resolve().parents[1]
+PAPER_TABLES = REPO / "benchmarks" / "reference" / "paper_tables.json"
 
 
 def test_entropy_of_uniform_and_permutation():
