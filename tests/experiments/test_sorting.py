@@ -3,8 +3,10 @@ import json
 import pytest
 import torch
 
-from permlib.experiments import sorting
+from permlib.experiments import harness, sorting
 from permlib.experiments.sorting import SortingConfig, evaluate, run_table, train
+
+PAPER = "benchmarks/reference/paper_tables.json"
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +31,7 @@ def test_tiny_training_learns_to_sort(method):
 
 @pytest.mark.parametrize("fixed", [False, True])
 def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, fixed):
-    config = SortingConfig(n=6, n_steps=20, fixed_train_set=fixed, seed=3)
+    config = SortingConfig(n=6, n_steps=20, fixed_train_set=fixed, lr_schedule="cosine", seed=3)
     straight = train(config, progress=False)
     ckpt = tmp_path / "run.pt"
     part = train(config, checkpoint=ckpt, until=8, progress=False)
@@ -41,66 +43,106 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path, fixed):
         assert torch.equal(a, b)
     # a resumed cell reports the training time of every session, not only the last one
     cell_ckpt = tmp_path / "cell.pt"
-    train(config, checkpoint=cell_ckpt, until=8, progress=False)
-    first = torch.load(cell_ckpt, weights_only=False)["wall_s"]
+    first = train(config, checkpoint=cell_ckpt, until=8, progress=False).wall_s
     cell = sorting.run_cell(config, checkpoint=cell_ckpt, progress=False)
     assert cell["train"]["resumed_from_step"] == 8 and cell["train"]["wall_s"] > first
     assert cell["wall_s"] == pytest.approx(cell["train"]["wall_s"] + cell["eval_wall_s"], abs=0.02)
-    # a checkpoint of another configuration is ignored
-    other = train(SortingConfig(n=6, n_steps=3, seed=4), checkpoint=ckpt, progress=False)
-    assert other.resumed_from is None and other.step == 3
 
 
-def test_run_table_writes_cells_and_skips_finished_ones(tmp_path, monkeypatch):
-    tiny = {
-        "title": "tiny",
-        "protocol": {"n_steps": 5, "batch_size": 4, "fixed_train_set": False, "n_test": 8},
-        "methods": ("gumbel_sinkhorn", "hste"),
-        "ns": (4, 5),
-        "test_distributions": ("U(0,1)", "U(0,10)"),
-    }
-    monkeypatch.setitem(sorting.TABLES, "tiny", tiny)
-    data = run_table("tiny", ns=[4], results_dir=tmp_path, checkpoint_dir=tmp_path, progress=False)
-    assert set(data["cells"]) == {"gumbel_sinkhorn/N=4", "hste/N=4"}
-    cell = data["cells"]["hste/N=4"]
-    assert cell["provenance"]["seed"] == 0 and "git_commit" in cell["provenance"]
-    assert set(cell["metrics"]) == {"U(0,1)", "U(0,10)"}
-    stamp = json.loads((tmp_path / "sorting_tiny.json").read_text())["cells"]["hste/N=4"]
-    data = run_table("tiny", results_dir=tmp_path, checkpoint_dir=tmp_path, progress=False)
-    assert len(data["cells"]) == 4
-    assert data["cells"]["hste/N=4"]["provenance"] == stamp["provenance"]  # not rerun
-    assert not list(tmp_path.glob("tiny/*.pt"))  # checkpoints of finished cells are removed
+TINY = {
+    "title": "tiny",
+    "protocol": {"n_steps": 5, "batch_size": 4, "fixed_train_set": False, "n_test": 8},
+    "methods": ("gumbel_sinkhorn", "hste"),
+    "ns": (4, 5),
+    "test_distributions": ("U(0,1)", "U(0,10)"),
+}
+
+
+def test_run_table_writes_cells_skips_finished_ones_and_keeps_weights(tmp_path, monkeypatch):
+    monkeypatch.setitem(sorting.TABLES, "tiny", TINY)
+    kw = {"results_dir": tmp_path, "checkpoint_dir": tmp_path / "ck", "progress": False}
+    data = run_table("tiny", selection={"n": [4]}, **kw)
+    cells = {(r["cell"]["method"], r["cell"]["n"]): r for r in data["cells"]}
+    assert set(cells) == {("gumbel_sinkhorn", 4), ("hste", 4)}
+    rec = cells[("hste", 4)]
+    assert rec["cell"] == {"method": "hste", "n": 4, "seed": 0}
+    assert rec["provenance"]["seed"] == 0 and "git_commit" in rec["provenance"]
+    assert rec["provenance"]["machine"]["device"] == "cpu"
+    assert set(rec["metrics"]) == {"U(0,1)", "U(0,10)"}
+    stamp = rec["provenance"]["timestamp"]
+    data = run_table("tiny", seeds=(0, 1), **kw)
+    assert len(data["cells"]) == 8  # two seeds now
+    again = sorting.store("tiny", tmp_path).get({"method": "hste", "n": 4, "seed": 0})
+    assert again["provenance"]["timestamp"] == stamp  # not rerun
+    assert not list((tmp_path / "ck").rglob("*.pt"))  # checkpoints of finished cells are removed
+    # the weights reproduce the stored metrics
+    check = sorting.verify("tiny", {"method": "hste", "n": 4, "seed": 1}, tmp_path)
+    assert check["max_abs_diff"] == 0.0
+    # a changed protocol is refused, naming the field, unless asked to rerun
+    with pytest.raises(harness.StaleCellError, match="n_steps 5 -> 6"):
+        run_table("tiny", overrides={"n_steps": 6}, **kw)
+    data = run_table("tiny", selection={"method": ["hste"], "n": [5]}, overrides={"n_steps": 6},
+                     on_stale="rerun", **kw)  # fmt: skip
+    rec = sorting.store("tiny", tmp_path).get({"method": "hste", "n": 5, "seed": 0})
+    assert rec["config"]["n_steps"] == 6 and rec["train"]["steps"] == 6
+
+
+def test_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sorting.TABLES, "tiny", TINY)
+    args = ["--mode", "full", "--table", "tiny", "--results-dir", str(tmp_path),
+            "--checkpoint-dir", str(tmp_path / "ck"), "--no-progress"]  # fmt: skip
+    assert sorting.main([*args, "--cell", "method=hste,n=5", "--n-steps", "3"]) == 0
+    recs = sorting.store("tiny", tmp_path).records()
+    assert [(r["cell"]["method"], r["cell"]["n"], r["config"]["n_steps"]) for r in recs] == [
+        ("hste", 5, 3)]
+    assert sorting.main(["--verify", "--table", "tiny", "--results-dir", str(tmp_path)]) == 0
+    assert "max |recomputed - stored| 0.00e+00" in capsys.readouterr().out
+    out = tmp_path / "ci.json"
+    assert sorting.main(["--mode", "ci", "--n", "4", "--n-steps", "5", "--n-test", "8",
+                         "--no-progress", "--json", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert printed.count("\n") < 20 and "| U(0,1) |" in printed  # a short table, not JSON
+    assert json.loads(out.read_text())["config"]["n"] == 4
+
+
+def test_recorded_results_are_current():
+    """Every recorded cell was made with the config the code would run now (none is stale)."""
+    for table in ("table1", "table5"):
+        store = sorting.store(table, "benchmarks/results")
+        for cell, config in sorting.cells(table):
+            assert store.status(cell, config.to_dict()) == "done", (table, cell)
 
 
 def test_compare_tables_against_paper():
-    paper = sorting.load_paper_tables()
-    fake = {"cells": {"gumbel_sinkhorn/N=100": {"metrics": {
-        d: {"prop_any_wrong": 0.0, "prop_wrong": 0.5} for d in sorting.TEST_DISTRIBUTIONS
-    }}}}  # fmt: skip
+    paper = harness.load_paper_tables(PAPER)
+
+    def rec(method, n, metrics):
+        return {"cell": {"method": method, "n": n, "seed": 0}, "metrics": metrics}
+
+    fake = {"cells": [rec("gumbel_sinkhorn", 100, {
+        d: {"prop_any_wrong": 0.0, "prop_wrong": 0.5} for d in sorting.TEST_DISTRIBUTIONS})]}
     rows = sorting.compare_table1(fake, paper, "prop_wrong")
     assert len(rows) == 21
-    by = {(r["test_distribution"], r["N"]): r for r in rows}
-    assert by[("U(0,1)", 100)]["status"] == "worse" and by[("U(0,1)", 80)]["status"] == "missing"
-    assert by[("U(1000,1001)", 100)]["paper"] == 0.39
-    rows = sorting.compare_table1(
-        fake, paper, "prop_any_wrong", source="sorting_gumbel_sinkhorn_table1"
-    )
-    assert len(rows) == 42 and sum(r["status"] == "met" for r in rows) == 7
-    s = sorting.summarize(rows)
+    by = rows.set_index(["test_distribution", "N"])
+    assert by.loc[("U(0,1)", 100), "status"] == "worse"
+    assert by.loc[("U(0,1)", 80), "status"] == "missing"
+    assert by.loc[("U(1000,1001)", 100), "paper"] == 0.39
+    rows = sorting.compare_table1(fake, paper, "prop_any_wrong",
+                                  source="sorting_gumbel_sinkhorn_table1")
+    assert len(rows) == 42 and (rows["status"] == "met").sum() == 7
+    s = harness.summarize(rows)
     assert s["met"] == 7 and s["missing"] == 35
-    t5 = {"cells": {"hste/N=100": {"metrics": {"U(0,1)": {"kendall_tau": 0.71, "l1": 0.001}}}}}
+    t5 = {"cells": [rec("hste", 100, {"U(0,1)": {"kendall_tau": 0.71, "l1": 0.001}})]}
     rows = sorting.compare_table5(t5, paper, "kendall_tau", methods=["hste"])
-    row = next(r for r in rows if r["N"] == 100)
+    row = rows.set_index("N").loc[100]
     assert row["status"] == "met" and row["gap"] == pytest.approx(0.01)
-    row = next(
-        r for r in sorting.compare_table5(t5, paper, "l1", methods=["hste"]) if r["N"] == 100
-    )
+    row = sorting.compare_table5(t5, paper, "l1", methods=["hste"]).set_index("N").loc[100]
     assert row["ours"] == pytest.approx(0.1) and row["status"] == "met"
-    t5["cells"]["hste/N=300"] = t5["cells"]["hste/N=100"]
+    t5["cells"].append(rec("hste", 300, t5["cells"][0]["metrics"]))
     rows = sorting.compare_table5(t5, paper, "kendall_tau", methods=["hste"])
-    only = [r for r in rows if r["N"] == 300]
-    assert len(only) == 1 and only[0]["paper"] is None and only[0]["status"] == "no paper value"
-    s = sorting.summarize(rows)
+    only = rows[rows["N"] == 300]
+    assert len(only) == 1 and only["paper"].isna().all() and (only["status"] == "ours only").all()
+    s = harness.summarize(rows)
     assert s["ours_only"] == 1 and s["total"] == len(rows) - 1 and s["met"] == 1
-    text = sorting.markdown_table(rows, ["method", "N", "paper", "ours", "gap"])
+    text = harness.markdown_table(rows, ["method", "N", "paper", "ours", "gap"])
     assert text.count("\n") == len(rows) + 1 and "—" in text

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from permlib.data import sample_sorting_batch
-from permlib.permutations import permutation_matrix
 from permlib.nn import SortingNetwork, reconstruct
+from permlib.permutations import permutation_matrix
 
 
 @pytest.mark.parametrize("init", ["glorot", "torch"])
@@ -64,3 +64,19 @@ def test_hste_gradient_flows(generator):
     batch = sample_sorting_batch(4, 5, generator=generator)
     net.loss(batch.x, batch.x_sorted).backward()
     assert net.g2.weight.grad is not None and net.g2.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [{"n": -1}, {"n": 2.5}, {"n": 5, "hidden": 0}])
+def test_sizes_checked(bad):
+    with pytest.raises(ValueError, match="n must be|hidden must be"):
+        SortingNetwork(**bad)
+
+
+def test_runs_on_each_device(device, generator):
+    net = SortingNetwork(5, generator=generator).to(device)
+    batch = sample_sorting_batch(3, 5, generator=generator, device=device)
+    assert batch.x.device.type == device.type
+    noise = torch.Generator(device=device).manual_seed(0)
+    loss = net.loss(batch.x, batch.x_sorted, generator=noise)
+    loss.backward()
+    assert net.predict(batch.x).device.type == device.type

@@ -70,8 +70,9 @@ def add_config_arguments(
 ) -> None:
     """Add one option per field of the dataclass ``cls`` to ``parser``.
 
-    Options default to ``None`` (= "not given"), so :func:`parse_config_arguments` can tell
-    overrides from defaults. Axis fields take ``nargs="+"``.
+    An option that is not given leaves no attribute (``argparse.SUPPRESS``), so
+    :func:`parse_config_arguments` tells overrides from defaults (``--tol none`` gives ``None``).
+    Axis fields take ``nargs="+"``.
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"cls must be a dataclass, got {cls!r}")
@@ -94,7 +95,7 @@ def add_config_arguments(
             type=conv,
             choices=choices,
             nargs="+" if (axis or seq) else None,
-            default=None,
+            default=argparse.SUPPRESS,
             metavar=f.name.upper(),
             help=f"{help_text} ({kind})".strip(),
         )
@@ -112,9 +113,9 @@ def parse_config_arguments(
     overrides: dict[str, Any] = {}
     selection: dict[str, list] = {}
     for f in dataclasses.fields(cls):
-        value = getattr(args, f.name, None)
-        if value is None:
+        if not hasattr(args, f.name):
             continue
+        value = getattr(args, f.name)
         if f.name in axes:
             selection[f.name] = list(value)
         else:
