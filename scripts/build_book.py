@@ -6,9 +6,13 @@ Steps (all output under ``_build/``, nothing in the source tree is modified):
 2. Execute every ``notebooks/*.md`` (jupytext MyST) with papermill, injecting
    ``mode`` into the cell tagged ``parameters``; the executed notebook is
    written to ``_build/src/notebooks/<name>.ipynb``. A notebook is re-executed
-   only when its source, the mode or a file of ``permlib/`` changed (a stamp
-   file records the hash); a failing cell fails the build, and the partial
-   notebook is kept as ``_build/failed/<name>.ipynb``.
+   only when one of its inputs changed: its source, the mode, a file of
+   ``permlib/``, or a file it reads (see :func:`chapter_inputs`: the repository
+   files its source names, the ``benchmarks`` modules it imports with theirs,
+   and the globs declared under ``reads:`` in its front matter). A stamp file
+   ``<name>.stamp`` (JSON) records the digest of every input, so the build says
+   which input made a chapter stale. A failing cell fails the build, and the
+   partial notebook is kept as ``_build/failed/<name>.ipynb``.
 3. ``jupyter-book build _build/src --path-output . -W -n --keep-going`` writes
    ``_build/html`` (warnings are errors). Jupyter Book does not re-execute.
 
@@ -19,9 +23,11 @@ Usage: ``python scripts/build_book.py [--mode ci|full] [--force] [--no-html]``
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,14 +40,122 @@ SRC = BUILD / "src"
 NOTEBOOKS = ROOT / "notebooks"
 # Per-cell limit for papermill; a whole notebook in mode="ci" should take a minute or two.
 CELL_TIMEOUT_S = 1800
+# A repository path in a chapter's source (prose or code): ``benchmarks/results/x.json``,
+# ``../benchmarks/reference/paper_tables.json`` (relative to notebooks/, where chapters run).
+PATH_STRING = re.compile(r"(?<![\w/.-])(?:\.\./)?((?:[\w-]+/)+[\w.*-]+\.[A-Za-z0-9]+)\b")
+# Top-level folders whose files a chapter can read (permlib/ is an input of every chapter).
+READABLE = ("benchmarks", "book", "data", "notebooks")
+# Folders of data files that a chapter may name by file name alone (``sorting_table5.json``).
+DATA_DIRS = ("benchmarks/results", "benchmarks/reference")
+FILE_NAME = re.compile(r"(?<![\w/.-])([\w-]+\.(?:json|csv|npz|png))\b")
 
 
-def _digest(paths: list[Path], extra: str = "") -> str:
-    h = hashlib.sha256(extra.encode())
-    for p in sorted(paths):
-        h.update(str(p.relative_to(ROOT)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
+def _front_matter_reads(text: str) -> list[str]:
+    """The ``reads:`` globs of a chapter's YAML front matter (repository-relative)."""
+    import yaml
+
+    m = re.match(r"---\n(.*?)\n---\n", text, re.DOTALL)
+    meta = yaml.safe_load(m.group(1)) if m else None
+    reads = (meta or {}).get("reads", [])
+    if not isinstance(reads, list) or not all(isinstance(r, str) for r in reads):
+        raise SystemExit("front matter 'reads:' must be a list of repository-relative globs")
+    return list(reads)
+
+
+def _benchmark_imports(code: str) -> set[str]:
+    """Modules of the ``benchmarks`` package that ``code`` imports (dotted names)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:  # IPython magics: fall back to the import lines
+        lines = [ln for ln in code.splitlines() if re.match(r"\s*(from|import)\s", ln)]
+        try:
+            tree = ast.parse("\n".join(ln.strip() for ln in lines))
+        except SyntaxError:
+            return set()
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "benchmarks"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "benchmarks":
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def _module_files(names: set[str]) -> set[Path]:
+    """The files of ``benchmarks`` modules ``names`` and, transitively, of what they import."""
+    files: set[Path] = set()
+    todo = set(names)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        parts = name.split(".")
+        for k in range(1, len(parts) + 1):  # the package __init__ files on the way
+            base = ROOT.joinpath(*parts[:k])
+            for f in (base.with_suffix(".py"), base / "__init__.py"):
+                if f.is_file() and f not in files:
+                    files.add(f)
+                    todo |= _benchmark_imports(f.read_text(encoding="utf-8")) - seen
+    return files
+
+
+def chapter_inputs(src: Path) -> list[Path]:
+    """The repository files a chapter reads, besides its source and ``permlib/``.
+
+    - every repository path its source names, in prose or code, under one of ``READABLE``
+      (``benchmarks/results/bench_full_cpu.json``, or ``../benchmarks/...`` relative to the
+      chapter), whether the file exists yet or not: creating it makes the chapter stale;
+    - every file of ``DATA_DIRS`` that it names by file name alone;
+    - the files of the ``benchmarks`` modules it imports, and of what those import;
+    - the files matching the globs of ``reads:`` in its front matter, for reads the source does
+      not spell out (a path built in a library function).
+    """
+    text = src.read_text(encoding="utf-8")
+    found: set[Path] = set()
+    for rel in PATH_STRING.findall(text):
+        if rel.split("/")[0] in READABLE and "*" not in rel:
+            found.add(ROOT / rel)
+    for name in FILE_NAME.findall(text):
+        found |= {ROOT / d / name for d in DATA_DIRS if (ROOT / d / name).is_file()}
+    for pattern in _front_matter_reads(text):
+        matches = sorted(p for p in ROOT.glob(pattern) if p.is_file())
+        found |= set(matches) if matches else {ROOT / pattern}
+    import jupytext
+
+    code = "\n".join(c.source for c in jupytext.reads(text, fmt="md:myst").cells
+                     if c.cell_type == "code")
+    found |= _module_files(_benchmark_imports(code))
+    found.discard(src)
+    return sorted(found)
+
+
+def chapter_digests(src: Path, mode: str) -> dict[str, str]:
+    """``{input: sha256}`` of everything a chapter's outputs depend on (and ``mode``)."""
+    lib = [p for p in (ROOT / "permlib").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    inputs = {str(p.relative_to(ROOT)): _sha(p) for p in [src, *lib, *chapter_inputs(src)]}
+    return {"mode": mode, **dict(sorted(inputs.items()))}
+
+
+def stale_reason(src: Path, mode: str, stamp: Path) -> str | None:
+    """Why the chapter must run again (None: its executed notebook is up to date)."""
+    if not stamp.exists():
+        return "never executed"
+    try:
+        old = json.loads(stamp.read_text())
+    except json.JSONDecodeError:
+        return "stamp of an older build"
+    new = chapter_digests(src, mode)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if not changed:
+        return None
+    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    return f"changed: {shown}"
 
 
 def _sync_file(src: Path, dst: Path) -> None:
@@ -96,7 +210,6 @@ def execute(mode: str, force: bool) -> list[str]:
 
     out_dir = SRC / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    lib = [p for p in (ROOT / "permlib").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     sources = toc_notebooks()
     names = {s.stem for s in sources}
     for stale in out_dir.glob("*"):  # notebooks that were removed from notebooks/
@@ -110,11 +223,12 @@ def execute(mode: str, force: bool) -> list[str]:
     for src in sources:
         out = out_dir / f"{src.stem}.ipynb"
         stamp = out_dir / f"{src.stem}.stamp"
-        key = _digest([src, *lib], extra=f"mode={mode}")
-        if not force and out.exists() and stamp.exists() and stamp.read_text() == key:
+        why = "--force" if force else stale_reason(src, mode, stamp)
+        if why is None and out.exists():
             print(f"[book] {src.name}: up to date ({mode})", flush=True)
             continue
-        print(f"[book] executing {src.name} (mode={mode}) ...", flush=True)
+        digests = chapter_digests(src, mode)  # before running: an input edited meanwhile re-runs
+        print(f"[book] executing {src.name} (mode={mode}; {why or 'no output'}) ...", flush=True)
         nb = jupytext.read(src)
         tmp = out_dir / f"{src.stem}.running.ipynb"
         t0 = time.perf_counter()
@@ -145,7 +259,7 @@ def execute(mode: str, force: bool) -> list[str]:
                 tags.append("remove-cell")
         nbformat.write(executed, tmp)
         tmp.replace(out)
-        stamp.write_text(key)
+        stamp.write_text(json.dumps(digests, indent=1) + "\n")
         timings[src.stem] = round(dt, 1)
         print(f"[book] {src.name}: {dt:.1f} s", flush=True)
     timing_file.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
