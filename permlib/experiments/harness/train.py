@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from permlib.experiments.harness.distributed import is_main
 from permlib.sinkhorn import ConvergenceWarning
