@@ -9,8 +9,8 @@ rounds after one warm-up call each, and the minimum and median of the rounds are
 the CPU from the seed and moved to the device, timings synchronize the device around each call,
 and peak memory is ``torch.cuda.max_memory_allocated`` on CUDA (a subprocess's resident set on
 the CPU, see :mod:`benchmarks.memory`). The result file names its device,
-``bench_<mode>_<device>.json`` (and ``.png``, see :mod:`benchmarks.figure`), so a GPU run never
-overwrites the CPU one.
+``bench_<mode>_<device>.json`` (and a ``.png`` of :func:`benchmarks.report.figure`), so a GPU
+run never overwrites the CPU one.
 
 Where it writes: ``_build/bench/`` (git-ignored) by default, ``benchmarks/results/`` (tracked, read
 by the book) only with ``--record``, or ``--out``. A run that contradicts itself is *noisy*: a
@@ -533,10 +533,14 @@ def main(argv: list[str] | None = None) -> dict:
     path.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {path}")
     if not args.no_figure:
-        from benchmarks.figure import plot
+        import matplotlib.pyplot as plt
 
-        fig_path = plot(result, path.with_suffix(".png"))
-        print(f"wrote {fig_path}")
+        from benchmarks.report import figure
+
+        fig = figure(result)
+        fig.savefig(path.with_suffix(".png"), dpi=150)
+        plt.close(fig)
+        print(f"wrote {path.with_suffix('.png')}")
     return result
 
 

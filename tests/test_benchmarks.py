@@ -193,3 +193,142 @@ def test_timer_gives_a_slow_callable_fewer_rounds():
 
     times = interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.02)}, 6, 0.05)
     assert len(times["fast"]) == 6 and len(times["slow"]) == 2
+
+
+def tiny_results() -> dict:
+    """A hand-made results dict: target B=2, N=4, L=3; a second N, a B=1 configuration."""
+
+    def row(method, stage, ms, n=4, b=2, diff=0.0):
+        return {"section": "sinkhorn", "device": "cpu", "B": b, "N": n, "L": 3,
+                "dtype": "float32", "stage": stage, "method": method, "min_ms": ms,
+                "median_ms": ms * 1.1, "reps": 3, "max_abs_diff_vs_loop": diff}
+
+    rows = [
+        row("permlib", "fwd", 1.0, diff=1e-7), row("permlib", "fwdbwd", 2.0, diff=2e-7),
+        row("textbook loop", "fwd", 4.0), row("textbook loop", "fwdbwd", 6.0),
+        row("OTT-JAX", "fwd", 0.5, diff=3e-7), row("OTT-JAX", "fwdbwd", 3.0, diff=4e-7),
+        row("permlib", "fwd", 2.0, n=8), row("permlib", "fwdbwd", 5.0, n=8),
+        row("textbook loop", "fwd", 20.0, n=8), row("textbook loop", "fwdbwd", 40.0, n=8),
+        row("permlib", "fwd", 0.2, b=1), row("permlib", "fwdbwd", 0.4, b=1),
+        row("textbook loop", "fwd", 0.1, b=1), row("textbook loop", "fwdbwd", 0.8, b=1),
+        {"section": "sinkhorn", "device": "cpu", "B": 2, "N": 8, "L": 3, "dtype": "float32",
+         "method": "OTT-JAX", "skipped": "too slow"},
+    ]
+    mib = 2**20
+    for method, peaks in (("permlib unroll", (1, 2)), ("textbook loop", (4, 12))):
+        rows += [{"section": "memory", "device": "cpu", "method": method, "B": 2, "N": 4,
+                  "L": ll, "dtype": "float32", "peak_bytes": pk * mib}
+                 for ll, pk in zip((10, 20), peaks, strict=True)]
+    rows += [{"section": "matching", "B": 8, "N": 5, "method": m, "min_ms": ms,
+              "median_ms": ms, "reps": 3, "max_objective_gap": 0.0}
+             for m, ms in (("permlib", 1.0), ("scipy loop", 3.0), ("lapx jvr f32", 0.9))]
+    return {
+        "provenance": {"command": "python -m benchmarks.run --tiny", "seed": 0, "mode": "tiny",
+                       "git_commit": "abc", "timestamp": "2026-01-01T00:00:00+00:00",
+                       "wall_s": 1.0, "versions": {"torch": "2"},
+                       "machine": {"platform": "Linux", "cpu_count": 2, "torch_threads": 2,
+                                   "load_average_1_5_15_min": [0.5, 0.5, 0.5]}},
+        "device": "cpu",
+        "target_config": {"B": 2, "N": 4, "L": 3, "dtype": "float32"},
+        "bandwidth": {"copy_bytes_per_s": 1e9, "bytes_per_iteration": 256,
+                      "fwd_estimate_ms": 0.5, "read_bytes_per_s": 5e8,
+                      "fwd_estimate_at_read_bandwidth_ms": 1.0, "iterations_alone_ms": 0.8},
+        "rows": rows,
+        "noise": [],
+        "quiet": True,
+        "targets": {
+            "fwdbwd speed-up vs textbook loop": {"ratio": 3.0, "goal": 1.5, "met": True,
+                                                 "kind": "time", "status": "met"},
+            "fwd / bandwidth estimate": {"ratio": 2.0, "goal": 2.0, "met": None, "kind": "time",
+                                         "status": "not judged: noisy run"},
+            "old style": {"value": 1e-6, "goal": 1e-5, "met": False},
+        },
+    }
+
+
+def test_report_speed_tables():
+    from benchmarks import report
+
+    bench = tiny_results()
+    t = report.speed_table(bench, "target")
+    assert list(t.index) == ["forward", "forward+backward"]
+    assert t.loc["forward", "permlib (ms)"] == 1.0
+    assert t.loc["forward+backward", "textbook loop"] == 3.0
+    assert t.loc["forward", "OTT-JAX"] == 0.5
+    assert np.isnan(t.loc["forward", "pygmtools"])  # a peer absent from the run
+    across = report.speed_table(bench, "across_n")
+    assert list(across.index) == [(4, "forward"), (4, "forward+backward"),
+                                  (8, "forward"), (8, "forward+backward")]
+    assert across.loc[(8, "forward+backward"), "textbook loop"] == 8.0
+    others = report.speed_table(bench, "others")
+    assert len(others) == 2 and set(others.index.get_level_values("B")) == {1}
+    with pytest.raises(ValueError, match="which"):
+        report.speed_table(bench, "all")
+    wins = report.peer_wins(bench)
+    assert list(zip(wins.peer, wins["peer / permlib"], strict=True)) == [
+        ("textbook loop", 0.5), ("OTT-JAX", 0.5)]
+    assert set(wins.B) == {1, 2}
+
+
+def test_report_other_tables():
+    from benchmarks import report
+
+    bench = tiny_results()
+    skipped = report.skipped_table(bench)
+    assert skipped.to_dict("records") == [{"method": "OTT-JAX", "reason": "too slow",
+                                           "configurations": 1,
+                                           "for example": "B=2 N=8 L=3 float32"}]
+    acc = report.accuracy_table(bench)
+    assert list(acc.index) == ["permlib", "textbook loop", "OTT-JAX"]
+    assert acc.loc["OTT-JAX", "forward+backward"] == 4e-7
+    mem = report.memory_table(bench)
+    assert mem.loc[20, "textbook loop"] == 12.0 and list(mem.index) == [10, 20]
+    slopes = report.memory_slopes(bench)
+    # textbook loop: 8 MiB over 10 iterations; an N x N matrix of the batch is 2 * 4 * 4 * 4 B
+    assert slopes.loc["textbook loop", "N x N matrices"] == pytest.approx(0.8 * 2**20 / 128)
+    assert slopes.loc["permlib unroll", "peak L=20 / L=10"] == 2.0
+    match = report.matching_table(bench)
+    assert list(match.index) == ["8 × 5²"] and match.loc["8 × 5²", "scipy loop"] == 3.0
+    targets = report.targets_table(bench)
+    assert list(targets.status) == ["met", "not judged: noisy run", "missed"]
+    prov = report.provenance_table(bench)
+    assert prov.loc["device", "value"] == "cpu" and prov.loc["quiet run", "value"] == "yes"
+
+
+def test_report_numbers_and_figure():
+    from benchmarks import report
+
+    bench = tiny_results()
+    n = report.numbers(bench)
+    assert (n["fwdbwd_ms"], n["fwd_ms"], n["fwdbwd_vs_textbook_loop"]) == (2.0, 1.0, 3.0)
+    assert (n["loop_gain_min"], n["loop_gain_n_min"], n["loop_gain_max"]) == (3.0, 4, 8.0)
+    assert (n["targets"], n["targets_met"], n["peer_wins"], n["configurations"]) == (3, 1, 2, 3)
+    assert n["mem_textbook_loop_hi"] == 12.0 and n["mem_l_lo"] == 10
+    assert n["match_fastest_peer_min"] == pytest.approx(0.9) and n["match_scipy_max"] == 3.0
+    assert n["bw_fwd_over_estimate"] == 2.0 and n["bw_alone_share_of_fwd"] == 0.8
+    fig = report.figure(bench)
+    ax_t, ax_m = fig.axes
+    assert ax_t.get_xlabel() == "matrix size $N$" and "memory" in ax_m.get_ylabel()
+    labels = [line.get_label() for line in ax_t.get_lines()]
+    assert labels == ["permlib", "textbook loop", "OTT-JAX"]
+    ott = ax_t.get_lines()[2]
+    assert list(ott.get_xdata()) == [4]  # skipped at N = 8: one point
+    assert [line.get_linestyle() for line in ax_m.get_lines()] == ["-", "-"]
+
+
+def test_report_reads_the_recorded_files(tmp_path):
+    from benchmarks import report
+
+    with pytest.raises(FileNotFoundError, match="--record"):
+        report.latest(tmp_path)
+    (tmp_path / "bench_quick_cpu.json").write_text(json.dumps(tiny_results()))
+    assert report.latest(tmp_path).name == "bench_quick_cpu.json"
+    (tmp_path / "bench_full_cpu.json").write_text(json.dumps(tiny_results()))
+    assert report.latest(tmp_path).name == "bench_full_cpu.json"
+    assert report.load(report.latest(tmp_path))["device"] == "cpu"
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a benchmarks.run results file"):
+        report.load(tmp_path / "x.json")
+    for path in Path(report.__file__).parent.joinpath("results").glob("bench_*_*.json"):
+        bench = report.load(path)  # the recorded files: every table builds
+        assert len(report.speed_table(bench)) == 2 and report.numbers(bench)["targets"] > 0

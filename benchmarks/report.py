@@ -1,0 +1,384 @@
+"""Tables, numbers and the figure of a benchmark results file, for the book and the harness.
+
+Every function takes ``bench``, the dict that :mod:`benchmarks.run` writes as
+``bench_<mode>_<device>.json``, and returns a pandas DataFrame, a dict of numbers, or a
+matplotlib figure; none of them prints. The performance chapter (``notebooks/performance.md``)
+shows these tables and glues these numbers into its prose, and ``benchmarks.run`` saves
+:func:`figure` next to the JSON file. Result files written before the harness recorded the device
+(or the noise checks) read as CPU runs whose targets were judged.
+
+Conventions: times are the minimum over rounds in milliseconds; speed columns of peers are the
+ratio (peer time) / (permlib time), above 1 when permlib is faster; memory is in MiB (2^20 B).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; the book embeds the figure's PNG
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = [
+    "PEERS",
+    "STAGES",
+    "accuracy_table",
+    "bandwidth_numbers",
+    "figure",
+    "latest",
+    "load",
+    "matching_table",
+    "memory_slopes",
+    "memory_table",
+    "numbers",
+    "peer_wins",
+    "provenance_table",
+    "skipped_table",
+    "speed_table",
+    "targets_table",
+    "timed_rows",
+]
+
+PEERS = ["textbook loop", "pygmtools", "POT", "OTT-JAX"]
+STAGES = {"fwd": "forward", "fwdbwd": "forward+backward"}
+CONFIG = ["device", "B", "N", "L", "dtype"]
+
+
+def load(path: str | Path) -> dict:
+    """The results dict of a ``bench_<mode>_<device>.json`` file."""
+    bench = json.loads(Path(path).read_text())
+    missing = {"provenance", "target_config", "rows", "targets"} - set(bench)
+    if missing:
+        raise ValueError(f"{path}: not a benchmarks.run results file (no {sorted(missing)})")
+    return bench
+
+
+def latest(folder: str | Path, device: str = "cpu") -> Path:
+    """The file to show for ``device``: the full run's if there is one, else the quick run's."""
+    folder = Path(folder)
+    for mode in ("full", "quick"):
+        path = folder / f"bench_{mode}_{device}.json"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no bench_full_{device}.json or bench_quick_{device}.json in {folder}: run "
+        f"`python -m benchmarks.run --quick --device {device} --record`"
+    )
+
+
+def device_of(bench: dict) -> str:
+    """The device the run measured (``cpu`` for files from before the device was recorded)."""
+    return bench.get("device", bench["provenance"].get("device", "cpu"))
+
+
+def target_key(bench: dict) -> tuple:
+    """``(device, B, N, L, dtype)`` of the target configuration."""
+    t = bench["target_config"]
+    return (device_of(bench), t["B"], t["N"], t["L"], t["dtype"])
+
+
+def timed_rows(bench: dict) -> pd.DataFrame:
+    """The Sinkhorn rows that were timed: one per (configuration, stage, method)."""
+    rows = [r for r in bench["rows"] if r.get("section") == "sinkhorn" and "skipped" not in r]
+    cols = [*CONFIG, "stage", "method", "min_ms", "median_ms", "reps", "max_abs_diff_vs_loop"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def provenance_table(bench: dict) -> pd.DataFrame:
+    """Where the numbers come from: command, commit, date, machine, device, load, versions."""
+    prov, machine = bench["provenance"], bench["provenance"]["machine"]
+    t = bench["target_config"]
+    load_avg = machine.get("load_average_1_5_15_min")
+    versions = ", ".join(f"{k} {v or '(not installed)'}" for k, v in prov["versions"].items())
+    items = {
+        "command": f"{prov['command']} (seed {prov['seed']})",
+        "wall time": f"{prov['wall_s']:.0f} s",
+        "git commit": prov["git_commit"],
+        "date": prov["timestamp"],
+        "machine": f"{machine['platform']}, {machine['cpu_count']} CPU cores, "
+        f"{machine['torch_threads']} torch threads",
+        "device": device_of(bench) + (f" ({machine['cuda']})" if machine.get("cuda") else ""),
+        "load average": "n/a"
+        if load_avg is None
+        else ", ".join(f"{x:.2f}" for x in load_avg) + " (1, 5, 15 min, at the end of the run)",
+        "quiet run": "yes"
+        if bench.get("quiet", True)
+        else "no: " + "; ".join(bench.get("noise", [])),
+        "target": f"B = {t['B']}, N = {t['N']}, L = {t['L']}, {t['dtype']}",
+        "versions": versions,
+    }
+    return pd.DataFrame({"": list(items), "value": list(items.values())}).set_index("")
+
+
+def _ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """permlib's min ms and each peer's over it, indexed by configuration and stage label."""
+    wide = df.pivot_table(index=[*CONFIG, "stage"], columns="method", values="min_ms")
+    if "permlib" not in wide:
+        return pd.DataFrame(columns=[*CONFIG, "stage", "permlib (ms)", *PEERS])
+    out = pd.DataFrame({"permlib (ms)": wide["permlib"]})
+    for peer in PEERS:
+        out[peer] = wide[peer] / wide["permlib"] if peer in wide else float("nan")
+    out = out.reset_index()
+    out["_order"] = out["stage"].map({k: i for i, k in enumerate(STAGES)})
+    out["stage"] = out["stage"].map(STAGES)
+    return out.sort_values([*CONFIG, "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def speed_table(bench: dict, which: str = "target") -> pd.DataFrame:
+    """permlib's min time and each peer's time over it, per configuration and stage.
+
+    ``which``: ``"target"`` (the target configuration), ``"across_n"`` (every N at the target's
+    device, B, L and dtype) or ``"others"`` (every other configuration of the run).
+    """
+    if which not in ("target", "across_n", "others"):
+        raise ValueError(f"which must be 'target', 'across_n' or 'others', got {which!r}")
+    df = timed_rows(bench)
+    dev, b, n, ll, dt = target_key(bench)
+    same = (df.device == dev) & (df.B == b) & (df.L == ll) & (df.dtype == dt)
+    sel = {"target": same & (df.N == n), "across_n": same, "others": ~same}[which]
+    keep = {"target": ["stage"], "across_n": ["N", "stage"], "others": [*CONFIG, "stage"]}[which]
+    return _ratios(df[sel]).set_index(keep)[["permlib (ms)", *PEERS]]
+
+
+def skipped_table(bench: dict) -> pd.DataFrame:
+    """Peers left out of configurations, with the harness's reason and where."""
+    rows = [r for r in bench["rows"] if r.get("section") == "sinkhorn" and "skipped" in r]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        where = f"B={r['B']} N={r['N']} L={r['L']} {r['dtype']}"
+        groups.setdefault((r["method"], r["skipped"]), []).append(where)
+    return pd.DataFrame(
+        [
+            {"method": m, "reason": why, "configurations": len(w), "for example": w[0]}
+            for (m, why), w in groups.items()
+        ],
+        columns=["method", "reason", "configurations", "for example"],
+    )
+
+
+def accuracy_table(bench: dict) -> pd.DataFrame:
+    """Largest entry-wise difference from the textbook loop at the target, per method and stage."""
+    df = timed_rows(bench)
+    df = df[[tuple(r) == target_key(bench) for r in df[CONFIG].itertuples(index=False)]]
+    wide = df.pivot_table(index="method", columns="stage", values="max_abs_diff_vs_loop")
+    order = [m for m in ["permlib", *PEERS] if m in wide.index]
+    return wide.rename(columns=STAGES).loc[order, [s for s in STAGES.values() if s in wide.rename(
+        columns=STAGES)]]
+
+
+def memory_table(bench: dict) -> pd.DataFrame:
+    """Peak memory of one forward+backward in MiB: one row per L, one column per method."""
+    rows = [r for r in bench["rows"] if r.get("section") == "memory"]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    df["MiB"] = df["peak_bytes"].astype(float) / 2**20
+    methods = list(dict.fromkeys(df["method"]))
+    return df.pivot_table(index="L", columns="method", values="MiB", dropna=False)[methods]
+
+
+def memory_slopes(bench: dict) -> pd.DataFrame:
+    """Extra memory per iteration (slope between the smallest and largest L) of each method.
+
+    Also expressed in the units the chapter's exercise asks for: ``N x N`` matrices of the batch
+    for every method, and length-N vectors of the batch.
+    """
+    rows = [r for r in bench["rows"] if r.get("section") == "memory" and r["peak_bytes"]]
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pk = {r["L"]: r for r in rows if r["method"] == method}
+        if len(pk) < 2:
+            continue
+        lo, hi = min(pk), max(pk)
+        b, n = pk[lo]["B"], pk[lo]["N"]
+        slope = (pk[hi]["peak_bytes"] - pk[lo]["peak_bytes"]) / (hi - lo)
+        out.append(
+            {
+                "method": method,
+                "KiB per iteration": slope / 1024,
+                "N x N matrices": slope / (b * n * n * 4),
+                "length-N vectors": slope / (b * n * 4),
+                f"peak L={hi} / L={lo}": pk[hi]["peak_bytes"] / pk[lo]["peak_bytes"],
+            }
+        )
+    return pd.DataFrame(out).set_index("method") if out else pd.DataFrame()
+
+
+def matching_table(bench: dict) -> pd.DataFrame:
+    """Min ms of each batched matching method per batch, and the largest objective gap."""
+    rows = [r for r in bench["rows"] if r.get("section") == "matching"]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    df["batch"] = [f"{b} × {n}²" for b, n in zip(df.B, df.N, strict=True)]
+    order = list(dict.fromkeys(df["batch"]))
+    methods = list(dict.fromkeys(df["method"]))
+    wide = df.pivot_table(index="batch", columns="method", values="min_ms")[methods]
+    wide["gap"] = df.groupby("batch")["max_objective_gap"].max()
+    return wide.loc[order]
+
+
+def targets_table(bench: dict) -> pd.DataFrame:
+    """The library's goals: value, goal, and met / missed / not judged (noisy run)."""
+    rows = []
+    for name, v in bench["targets"].items():
+        status = v.get("status") or ("met" if v["met"] else "missed")
+        rows.append(
+            {
+                "target": name,
+                "ours": f"{v.get('ratio', v.get('value')):.3g}",
+                "goal": str(v["goal"]),
+                "status": status,
+            }
+        )
+    return pd.DataFrame(rows, columns=["target", "ours", "goal", "status"]).set_index("target")
+
+
+def peer_wins(bench: dict) -> pd.DataFrame:
+    """Every (configuration, stage, peer) where the peer was faster than permlib, fastest first."""
+    df = _ratios(timed_rows(bench))
+    long = df.melt(
+        id_vars=[*CONFIG, "stage"], value_vars=PEERS, var_name="peer", value_name="peer / permlib"
+    )
+    long = long[long["peer / permlib"] < 1]
+    return long.sort_values("peer / permlib").reset_index(drop=True)
+
+
+def bandwidth_numbers(bench: dict) -> dict[str, float]:
+    """The forward against the memory-bandwidth estimate, at the target configuration."""
+    bw, t = bench["bandwidth"], bench["target_config"]
+    fwd = speed_table(bench, "target").loc[STAGES["fwd"], "permlib (ms)"]
+    est = bw["fwd_estimate_ms"]
+    out = {
+        "k_mib": t["B"] * t["N"] ** 2 * 4 / 2**20,
+        "k_mb": t["B"] * t["N"] ** 2 * 4 / 1e6,
+        "iter_mib": bw["bytes_per_iteration"] / 2**20,
+        "fwd_mb": t["L"] * bw["bytes_per_iteration"] / 1e6,
+        "copy_gbs": bw["copy_bytes_per_s"] / 1e9,
+        "estimate_ms": est,
+        "fwd_ms": float(fwd),
+        "fwd_over_estimate": float(fwd) / est,
+        "goal": bench["targets"].get("fwd / bandwidth estimate", {}).get("goal", 2.0),
+        "half_steps": 2 * t["L"],
+    }
+    if "read_bytes_per_s" in bw:
+        out |= {
+            "read_gbs": bw["read_bytes_per_s"] / 1e9,
+            "read_over_copy": bw["read_bytes_per_s"] / bw["copy_bytes_per_s"],
+            "read_estimate_ms": bw["fwd_estimate_at_read_bandwidth_ms"],
+        }
+    if "iterations_alone_ms" in bw:
+        alone = bw["iterations_alone_ms"]
+        out |= {
+            "alone_ms": alone,
+            "alone_over_estimate": alone / est,
+            "alone_share_of_fwd": alone / float(fwd),
+        }
+    return out
+
+
+def numbers(bench: dict) -> dict[str, float | int | str]:
+    """The numbers the chapter's prose quotes, by name (glued into the text)."""
+    t = bench["target_config"]
+    target = speed_table(bench, "target")
+    fwdbwd = target.loc[STAGES["fwdbwd"]]
+    fwd = target.loc[STAGES["fwd"]]
+    across = speed_table(bench, "across_n")
+    loop_gain = across["textbook loop"].xs(STAGES["fwdbwd"], level="stage")
+    goals = bench["targets"]
+    met = sum(1 for v in goals.values() if v.get("status", "met" if v["met"] else "") == "met")
+    out: dict[str, float | int | str] = {
+        "mode": bench["provenance"].get("mode") or "?",
+        "device": device_of(bench),
+        "B": t["B"],
+        "N": t["N"],
+        "L": t["L"],
+        "dtype": t["dtype"],
+        "fwdbwd_ms": float(fwdbwd["permlib (ms)"]),
+        "fwd_ms": float(fwd["permlib (ms)"]),
+        "loop_gain_min": float(loop_gain.min()),
+        "loop_gain_max": float(loop_gain.max()),
+        "loop_gain_n_min": int(loop_gain.idxmin()),
+        "loop_gain_n_max": int(loop_gain.idxmax()),
+        "targets": len(goals),
+        "targets_met": met,
+        "peer_wins": len(peer_wins(bench)),
+        "configurations": int(timed_rows(bench)[CONFIG].drop_duplicates().shape[0]),
+        "quiet": "quiet" if bench.get("quiet", True) else "noisy",
+    }
+    for peer in PEERS:
+        if pd.notna(fwdbwd.get(peer)):
+            out[f"fwdbwd_vs_{peer.replace(' ', '_').replace('-', '_')}"] = float(fwdbwd[peer])
+    slopes = memory_slopes(bench)
+    mem = memory_table(bench)
+    if len(mem):
+        lo, hi = mem.index.min(), mem.index.max()
+        out |= {"mem_l_lo": int(lo), "mem_l_hi": int(hi)}
+        for method in mem.columns:
+            key = method.replace("permlib ", "").replace(" ", "_")
+            out[f"mem_{key}_lo"] = float(mem.loc[lo, method])
+            out[f"mem_{key}_hi"] = float(mem.loc[hi, method])
+    for method in slopes.index:
+        key = method.replace("permlib ", "").replace(" ", "_")
+        out[f"slope_{key}_matrices"] = float(slopes.loc[method, "N x N matrices"])
+        out[f"slope_{key}_vectors"] = float(slopes.loc[method, "length-N vectors"])
+    match = matching_table(bench)
+    if len(match):
+        others = [c for c in match.columns if c not in ("permlib", "gap")]
+        ratio = match[others].div(match["permlib"], axis=0)
+        out |= {
+            "match_min_ms": float(match["permlib"].min()),
+            "match_max_ms": float(match["permlib"].max()),
+            "match_fastest_peer_min": float(ratio.min(axis=1).min()),
+            "match_fastest_peer_max": float(ratio.min(axis=1).max()),
+            "match_gap": float(match["gap"].max()),
+        }
+        if "scipy loop" in ratio:
+            out |= {
+                "match_scipy_min": float(ratio["scipy loop"].min()),
+                "match_scipy_max": float(ratio["scipy loop"].max()),
+            }
+    if "bandwidth" in bench:
+        out |= {f"bw_{k}": v for k, v in bandwidth_numbers(bench).items()}
+    return out
+
+
+def figure(bench: dict) -> plt.Figure:
+    """Two panels: fwd+bwd time against N at the target's B, L, dtype (log-log), and peak memory
+    of forward+backward against L (log-log; dashed: the implicit backward). One colour per method
+    in both panels; axis labels say what and in which unit, and there is no title (captions do).
+    """
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(9.5, 3.8), constrained_layout=True)
+    across = timed_rows(bench)
+    dev, b, _, ll, dt = target_key(bench)
+    across = across[
+        (across.device == dev) & (across.B == b) & (across.L == ll) & (across.dtype == dt)
+        & (across.stage == "fwdbwd")
+    ]
+    methods = list(dict.fromkeys(across["method"]))
+    mem = [r for r in bench["rows"] if r.get("section") == "memory" and r["peak_bytes"]]
+    mem_methods = list(dict.fromkeys(r["method"] for r in mem))
+    color = {m: f"C{i}" for i, m in enumerate(methods)}
+    for method in methods:
+        pts = across[across.method == method].sort_values("N")
+        ax_t.loglog(pts.N, pts.min_ms, marker="o", color=color[method], label=method)
+    ax_t.set_xlabel("matrix size $N$")
+    ax_t.set_ylabel(f"forward+backward time (ms), $B$ = {b}")
+    if methods:
+        ax_t.legend(fontsize=8)
+    for i, method in enumerate(mem_methods):
+        pts = sorted((r["L"], r["peak_bytes"] / 2**20) for r in mem if r["method"] == method)
+        style = {"ls": "--", "marker": "s"} if method.endswith("implicit") else {"marker": "o"}
+        c = color.get(method, color.get(method.split()[0], f"C{len(methods) + i}"))
+        ax_m.loglog(*zip(*pts, strict=True), color=c, label=method, **style)
+    ax_m.set_xlabel("iterations $L$")
+    size = f", $B$ = {mem[0]['B']}, $N$ = {mem[0]['N']}" if mem else ""
+    ax_m.set_ylabel(f"peak memory (MiB){size}")
+    if mem:
+        ax_m.legend(fontsize=8)
+    else:
+        ax_m.text(0.5, 0.5, "no memory measurements", ha="center", transform=ax_m.transAxes)
+    return fig
