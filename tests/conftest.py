@@ -5,8 +5,8 @@ from hypothesis import settings
 settings.register_profile("permlib", deadline=None, max_examples=40, derandomize=True)
 settings.load_profile("permlib")
 
-#: The devices present: CPU always, CUDA where a GPU is visible (those cases carry the ``gpu`` marker,
-#: so ``-m "not gpu"`` deselects them and ``-m gpu`` runs only them on a GPU machine).
+#: The devices present: CPU always, CUDA where a GPU is visible (those cases carry the ``gpu``
+#: marker, so ``-m "not gpu"`` deselects them and ``-m gpu`` runs only them on a GPU machine).
 DEVICES = [pytest.param("cpu", id="cpu")]
 if torch.cuda.is_available():
     DEVICES.append(pytest.param("cuda", id="cuda", marks=pytest.mark.gpu))

@@ -38,14 +38,10 @@ where it stopped, and two runners can share a grid.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
-import json
 import math
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +51,7 @@ import torch
 from permlib import metrics
 from permlib.data import TEST_DISTRIBUTIONS, sample_sorting_batch
 from permlib.experiments import harness
-from permlib.experiments.harness import FitResult, ResultsStore
+from permlib.experiments.harness import FitResult
 from permlib.nn import SortingNetwork, reconstruct
 from permlib.permutations import permutation_matrix
 
@@ -65,6 +61,8 @@ __all__ = [
     "PAPER_METHODS",
     "TABLES",
     "SortingConfig",
+    "EXPERIMENT",
+    "SortingExperiment",
     "cells",
     "compare_table1",
     "compare_table5",
@@ -339,17 +337,6 @@ def evaluate(
     return out
 
 
-def _curve(losses: Sequence[float], points: int = 100) -> dict[str, list]:
-    """Learning curve thinned to about ``points`` points: steps and mean loss over each window."""
-    w = max(1, math.ceil(len(losses) / points))
-    steps, vals = [], []
-    for i in range(0, len(losses), w):
-        chunk = losses[i : i + w]
-        steps.append(i + len(chunk))
-        vals.append(sum(chunk) / len(chunk))
-    return {"step": steps, "loss": vals}
-
-
 def run_cell(
     config: SortingConfig,
     *,
@@ -371,7 +358,7 @@ def run_cell(
             "wall_s": round(tr.wall_s, 2),
             "steps": tr.step,
             "final_loss": tr.losses[-1] if tr.losses else None,
-            "loss_curve": _curve(tr.losses),
+            "loss_curve": harness.learning_curve(tr.losses),
             "convergence_warnings": tr.convergence_warnings,
             "resumed_from_step": tr.resumed_from,
         },
@@ -388,22 +375,7 @@ def run_cell(
 # --------------------------------------------------------------------------- the grid
 
 
-def store(table: str, results_dir: str | Path | None = None) -> ResultsStore:
-    """The results of ``table`` (``<results dir>/sorting_<table>.json``)."""
-    spec = TABLES[table]
-    return ResultsStore(
-        harness.results_dir(results_dir), "sorting", table, AXES,
-        meta={"title": spec["title"], "protocol": spec["protocol"],
-              "grid": {"method": list(spec["methods"]), "n": list(spec["ns"])}},
-    )  # fmt: skip
-
-
-def load_results(table: str, results_dir: str | Path | None = None) -> dict | None:
-    """The results file of ``table`` (``"table1"`` or ``"table5"``), or ``None`` if absent."""
-    return store(table, results_dir).load()
-
-
-def cells(
+def _cells(
     table: str,
     seeds: Sequence[int] = (0,),
     selection: dict[str, list] | None = None,
@@ -419,17 +391,14 @@ def cells(
     """
     spec = TABLES[table]
     selection = dict(selection or {})
-    explicit = "method" in selection and "n" in selection
-    limits = {} if explicit else spec.get("ns_by_method", {})
+    limits = {} if {"method", "n"} <= selection.keys() else spec.get("ns_by_method", {})
     protocol = spec["protocol"] | {"test_distributions": spec["test_distributions"]}
-    out = []
-    for seed in seeds:
-        for m in spec["methods"]:
-            for n in sorted(spec["ns"]):
-                if n not in limits.get(m, spec["ns"]):
-                    continue
-                config = SortingConfig(n=n, method=m, seed=seed, **(protocol | (overrides or {})))
-                out.append(({"method": m, "n": n, "seed": seed}, config))
+    out = [
+        ({"method": m, "n": n, "seed": seed},
+         SortingConfig(n=n, method=m, seed=seed, **(protocol | (overrides or {}))))
+        for seed in seeds for m in spec["methods"] for n in sorted(spec["ns"])
+        if n in limits.get(m, spec["ns"])
+    ]  # fmt: skip
     out = harness.select_cells(out, {k: v for k, v in selection.items() if k != "seed"}, only)
     order = list(spec["methods"])
     out.sort(key=lambda cc: (cc[0]["method"] == "gumbel_sinkhorn_implicit", cc[0]["seed"],
@@ -437,66 +406,56 @@ def cells(
     return out
 
 
-def run_table(
-    table: str,
-    *,
-    seeds: Sequence[int] = (0,),
-    selection: dict[str, list] | None = None,
-    only: Sequence[dict] = (),
-    overrides: dict | None = None,
-    results_dir: str | Path | None = None,
-    checkpoint_dir: str | Path | None = None,
-    force: bool = False,
-    on_stale: str = "refuse",
-    progress: bool = True,
-    mode: str = "full",
-    device: str | torch.device = "cpu",
-) -> dict:
-    """Run the missing cells of a table with :func:`permlib.experiments.harness.run_grid`.
+class SortingExperiment(harness.Experiment):
+    """The sorting runner: :data:`TABLES` over the axes method, N and seed."""
 
-    Finished cells are skipped while their stored config equals the current one; a stale cell
-    is refused (``on_stale="refuse"``) or rerun. Each record carries its provenance and the
-    trained weights as an artifact. Returns the results file's content.
-    """
-    results = store(table, results_dir)
+    name, config_cls, axes, tables = "sorting", SortingConfig, AXES, TABLES
 
-    def one(cell: dict, config: SortingConfig, ckpt: Path) -> dict:
-        record = run_cell(config, checkpoint=ckpt, progress=progress, keep_model=True,
+    def cells(self, table, seeds, selection, only, overrides):
+        return _cells(table, seeds, selection, only, overrides)
+
+    def identity(self, config: SortingConfig) -> dict:
+        return config.to_dict()
+
+    def table_meta(self, table: str) -> dict:
+        spec = TABLES[table]
+        return {"title": spec["title"], "protocol": spec["protocol"],
+                "grid": {"method": list(spec["methods"]), "n": list(spec["ns"])}}  # fmt: skip
+
+    def run_cell(self, config, *, checkpoint, progress, device):
+        record = run_cell(config, checkpoint=checkpoint, progress=progress, keep_model=True,
                           device=device)  # fmt: skip
-        model = record.pop("model").cpu()
         record.pop("losses")
-        art = {"model.pt": results.save_artifact(cell, "model.pt", model.state_dict())}
-        record["provenance"] = harness.provenance(
-            seed=config.seed, mode=mode, device=device, wall_s=record["wall_s"], artifacts=art
-        )
-        return record
+        return record | {"artifacts": {"model.pt": record.pop("model").cpu().state_dict()}}
 
-    return harness.run_grid(
-        results, cells(table, seeds, selection, only, overrides), one,
-        identity=SortingConfig.to_dict, checkpoint_dir=harness.checkpoint_dir(checkpoint_dir),
-        force=force, on_stale=on_stale, progress=progress,
-    )  # fmt: skip
+    def recompute(self, config: SortingConfig, artifacts: dict) -> dict:
+        model = config.build()
+        model.load_state_dict(artifacts["model.pt"])
+        model.eval()
+        gen = _generators(config.seed)["test"]
+        return evaluate(model, config.n_test, config.test_distributions, generator=gen)
+
+    def ci(self, *, seed=0, progress=False, device="cpu", **overrides):
+        config = SortingConfig(**(_CI | {"seed": seed} | overrides))
+        out = run_cell(config, progress=progress, keep_model=True, device=device)
+        out["example"] = _example(out["model"], seed)
+        out["provenance"] = harness.provenance(seed=seed, mode="ci", device=device)
+        return out
+
+    def ci_table(self, out: dict) -> str:
+        rows = [{"test distribution": d} | m for d, m in out["metrics"].items()]
+        return f"N = {out['config']['n']}\n" + harness.markdown_table(
+            rows, ["test distribution", "prop_wrong", "prop_any_wrong", "kendall_tau"], digits=3)
 
 
-def verify(table: str, cell: dict, results_dir: str | Path | None = None) -> dict:
-    """Recompute a stored cell's metrics from its saved weights.
-
-    Returns ``{"stored": ..., "recomputed": ..., "max_abs_diff": ...}``.
-    """
-    results = store(table, results_dir)
-    rec = results.get(cell)
-    if rec is None:
-        raise KeyError(f"no cell {cell} in {results.path}")
-    config = SortingConfig(**{
-        k: tuple(v) if isinstance(v, list) else v for k, v in rec["config"].items()
-        if k != "head"})  # fmt: skip
-    model = config.build()
-    model.load_state_dict(results.load_artifact(rec, "model.pt"))
-    model.eval()
-    gen = _generators(config.seed)["test"]
-    again = evaluate(model, config.n_test, config.test_distributions, generator=gen)
-    diff = max(abs(again[d][k] - rec["metrics"][d][k]) for d in again for k in again[d])
-    return {"stored": rec["metrics"], "recomputed": again, "max_abs_diff": diff}
+EXPERIMENT = SortingExperiment()
+#: The grid of a table: ``cells(table, seeds=(0,), selection=None, only=(), overrides=None)``.
+cells = _cells
+store = EXPERIMENT.store
+load_results = EXPERIMENT.load_results
+run_table = EXPERIMENT.run_table
+verify = EXPERIMENT.verify
+main = EXPERIMENT.main
 
 
 # --------------------------------------------------------------------------- paper comparison
@@ -580,18 +539,6 @@ def _example(model: SortingNetwork, seed: int) -> dict:
     }
 
 
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Temporarily use ``n`` intra-op threads (the small matrices here run best on one)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run(
     mode: str = "ci",
     seed: int = 0,
@@ -600,7 +547,7 @@ def run(
     device: str | torch.device = "cpu",
     **overrides,
 ) -> dict:
-    """Run the sorting experiment.
+    """Run the sorting experiment from Python (the notebook's entry point).
 
     ``mode="ci"`` trains one small model (N = 15, Gumbel-Sinkhorn, 300 steps: seconds on two CPU
     cores) and tests it on the seven distributions; ``overrides`` change any
@@ -614,81 +561,11 @@ def run(
     """
     if mode not in ("ci", "full"):
         raise ValueError(f"mode must be 'ci' or 'full', got {mode!r}")
-    with _threads(threads):
+    with harness.torch_threads(threads):
         if mode == "full":
             return {t: run_table(t, seeds=(seed,), progress=progress, device=device, **overrides)
                     for t in TABLES}  # fmt: skip
-        config = SortingConfig(**(_CI | {"seed": seed} | overrides))
-        out = run_cell(config, progress=progress, keep_model=True, device=device)
-        out["example"] = _example(out["model"], seed)
-        out["provenance"] = harness.provenance(seed=seed, mode=mode, device=device)
-        return out
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m permlib.experiments.sorting", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )  # fmt: skip
-    p.add_argument("--mode", choices=("ci", "full"), default="ci")
-    p.add_argument("--table", nargs="+", choices=tuple(TABLES), default=list(TABLES))
-    p.add_argument("--cell", action="append", default=[], metavar="AXIS=VALUE,...",
-                   help="run only this cell (repeatable; e.g. method=hste,n=100,seed=0)")
-    p.add_argument("--results-dir", default=None,
-                   help="results folder (default $PERMLIB_RESULTS_DIR or ./benchmarks/results)")
-    p.add_argument("--checkpoint-dir", default=None, help="default $PERMLIB_CHECKPOINT_DIR or "
-                   "./benchmarks/checkpoints")  # fmt: skip
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--force", action="store_true", help="rerun cells already in the results")
-    p.add_argument("--rerun-stale", action="store_true",
-                   help="rerun finished cells whose stored config differs (default: refuse)")
-    p.add_argument("--verify", action="store_true",
-                   help="recompute the selected cells' metrics from their saved weights")
-    p.add_argument("--json", default=None, help="ci mode: also write the result to this file")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--no-progress", action="store_true")
-    harness.add_config_arguments(p, SortingConfig, axes=AXES)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    overrides, selection = harness.parse_config_arguments(args, SortingConfig, axes=AXES)
-    only = [harness.parse_cell(c, {"n": int, "seed": int}) for c in args.cell]
-    seeds = selection.get("seed") or sorted({c["seed"] for c in only if "seed" in c}) or [0]
-    progress = not args.no_progress
-    t0 = time.perf_counter()
-    with _threads(args.threads):
-        if args.verify:
-            for table in args.table:
-                for cell, _ in cells(table, seeds, selection, only, overrides):
-                    if store(table, args.results_dir).get(cell) is None:
-                        continue
-                    diff = verify(table, cell, args.results_dir)["max_abs_diff"]
-                    print(f"{table} {harness.cell_id(cell)}: max |recomputed - stored| {diff:.2e}")
-            return 0
-        if args.mode == "ci":
-            ci = {k: v[0] for k, v in selection.items()} | overrides
-            out = run("ci", progress=progress, threads=args.threads, device=args.device, **ci)
-            rows = [{"test distribution": d} | m for d, m in out["metrics"].items()]
-            print(harness.markdown_table(rows, ["test distribution", "prop_wrong",
-                                                "prop_any_wrong", "kendall_tau"], digits=3))
-            print(f"\nN = {out['config']['n']}, {out['train']['steps']} steps, "
-                  f"final loss {out['train']['final_loss']:.2e}, {out['wall_s']:.1f} s")
-            if args.json:
-                keep = {k: out[k] for k in ("config", "metrics", "train", "wall_s", "provenance")}
-                Path(args.json).write_text(json.dumps(keep, indent=1) + "\n")
-            return 0
-        for table in args.table:
-            data = run_table(
-                table, seeds=seeds, selection=selection, only=only, overrides=overrides,
-                results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
-                force=args.force, on_stale="rerun" if args.rerun_stale else "refuse",
-                progress=progress, device=args.device,
-            )  # fmt: skip
-            print(f"{table}: {data.get('summary')}", file=sys.stderr)
-    print(f"total wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return 0
+        return EXPERIMENT.ci(seed=seed, progress=progress, device=device, **overrides)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
 * :mod:`.train`: :func:`fit`, the one training loop (checkpoints, schedulers, devices).
 * :mod:`.results`: :class:`ResultsStore`, cells keyed by grid axes, stale-config checks.
 * :mod:`.grid`: :func:`run_grid`, run the missing cells of a grid, resumable and shareable.
+* :mod:`.cli`: the options every runner shares, plus one per config field.
+* :mod:`.experiment`: :class:`Experiment`, the base class of every runner (tables, grid, verify,
+  command line).
 * :mod:`.compare`: paper ⋈ ours as a pandas DataFrame (paper / ours / gap / status).
 * :mod:`.provenance`: command, seed, commit, versions, machine, device, wall time.
 * :mod:`.paths`: results, checkpoint and paper-table locations (command line, environment, CWD).
@@ -12,6 +15,7 @@
 Experiments import the harness; the harness never imports an experiment.
 """
 
+from permlib.experiments.harness.cli import Selection, experiment_parser, selection_from_args
 from permlib.experiments.harness.compare import (
     compare,
     load_paper_tables,
@@ -21,9 +25,11 @@ from permlib.experiments.harness.compare import (
 from permlib.experiments.harness.config import (
     add_config_arguments,
     config_dict,
+    config_from_dict,
     parse_config_arguments,
 )
 from permlib.experiments.harness.distributed import generators, is_main, rank, world_size
+from permlib.experiments.harness.experiment import Experiment
 from permlib.experiments.harness.grid import parse_cell, run_grid, select_cells
 from permlib.experiments.harness.paths import checkpoint_dir, paper_tables_path, results_dir
 from permlib.experiments.harness.provenance import command_line, git_commit, provenance
@@ -34,11 +40,19 @@ from permlib.experiments.harness.results import (
     StaleCellError,
     cell_id,
 )
-from permlib.experiments.harness.train import CheckpointWarning, FitResult, fit
+from permlib.experiments.harness.train import (
+    CheckpointWarning,
+    FitResult,
+    fit,
+    learning_curve,
+    torch_threads,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
     "CheckpointWarning",
+    "Experiment",
+    "Selection",
     "FitResult",
     "ResultsFileError",
     "ResultsStore",
@@ -49,10 +63,13 @@ __all__ = [
     "command_line",
     "compare",
     "config_dict",
+    "config_from_dict",
+    "experiment_parser",
     "fit",
     "generators",
     "git_commit",
     "is_main",
+    "learning_curve",
     "load_paper_tables",
     "markdown_table",
     "paper_tables_path",
@@ -63,6 +80,8 @@ __all__ = [
     "results_dir",
     "run_grid",
     "select_cells",
+    "selection_from_args",
     "summarize",
+    "torch_threads",
     "world_size",
 ]

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["add_config_arguments", "config_dict", "parse_config_arguments"]
+__all__ = ["add_config_arguments", "config_dict", "config_from_dict", "parse_config_arguments"]
 
 
 def _unwrap(tp: Any) -> tuple[Any, bool]:
@@ -139,3 +139,10 @@ def config_dict(config: Any, exclude: Iterable[str] = ()) -> dict[str, Any]:
         for f in dataclasses.fields(config)
         if f.name not in exclude
     }
+
+
+def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuild a config dataclass from a stored dict (lists back to tuples; keys that are not
+    fields, such as derived values stored beside them, are ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from permlib.experiments.harness.provenance import provenance
 from permlib.experiments.harness.results import (
     ResultsStore,
     StaleCellError,
@@ -70,14 +71,20 @@ def run_grid(
     force: bool = False,
     on_stale: OnStale = "refuse",
     progress: bool = True,
+    mode: str | None = None,
+    device: Any = "cpu",
 ) -> dict[str, Any]:
     """Run the cells not yet done, writing each record as soon as it is finished.
 
     Args:
         store: the table's results.
         cells: ``(cell, config)`` pairs in the order to run them.
-        run_cell: ``run_cell(cell, config, checkpoint_path) -> record`` (a JSON-ready dict; the
-            store adds the cell, ``config`` is set from ``identity(config)``).
+        run_cell: ``run_cell(cell, config, checkpoint_path) -> record``, a JSON-ready dict
+            (with ``wall_s``). Its optional ``"artifacts"`` entry, ``name -> object`` (e.g. a
+            state dict), is saved with ``torch.save`` beside the results and replaced by the
+            files' paths and SHA-256 in the record's ``provenance``, which is added here
+            (seed from the cell, ``mode``, ``device``, wall time). ``config`` is set from
+            ``identity(config)``.
         identity: ``config -> dict`` compared with a stored record's ``config``.
         checkpoint_dir: checkpoints of unfinished cells (removed when a cell is done).
         force: rerun finished cells too.
@@ -85,6 +92,7 @@ def run_grid(
             one: ``"refuse"`` (raise :class:`StaleCellError` before anything runs, naming the
             cells and the fields that differ) or ``"rerun"``.
         progress: show a tqdm bar over cells.
+        mode, device: recorded in the provenance.
 
     Returns:
         The results file's content after the run.
@@ -115,7 +123,13 @@ def run_grid(
             # another runner may hold the cell, or may have finished it meanwhile
             if not mine or (not force and store.status(cell, identity(config)) == "done"):
                 continue
-            record = run_cell(cell, config, ckpt)
+            record = dict(run_cell(cell, config, ckpt))
+            saved = {name: store.save_artifact(cell, name, obj)
+                     for name, obj in record.pop("artifacts", {}).items()}  # fmt: skip
+            record["provenance"] = provenance(
+                seed=cell.get("seed"), mode=mode, device=device, wall_s=record.get("wall_s"),
+                artifacts=saved,
+            )
             store.put(cell, {"config": identity(config), **record})
             ckpt.unlink(missing_ok=True)
     return store.load() or {}

@@ -14,10 +14,12 @@ around the whole loop, not one per step) and reported in the result.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from tqdm import tqdm
 from permlib.experiments.harness.distributed import is_main
 from permlib.sinkhorn import ConvergenceWarning
 
-__all__ = ["CheckpointWarning", "FitResult", "fit"]
+__all__ = ["CheckpointWarning", "FitResult", "fit", "learning_curve", "torch_threads"]
 
 
 class CheckpointWarning(UserWarning):
@@ -217,3 +219,27 @@ def fit(
         _save_checkpoint(path, snapshot())
     model.eval()
     return FitResult(model, losses, step, wall, n_warn, resumed)
+
+
+def learning_curve(losses: Sequence[float], points: int = 100) -> dict[str, list]:
+    """A learning curve thinned to about ``points`` points: ``{"step": [...], "loss": [...]}``,
+    the mean loss over each window of steps and the step that ends it."""
+    w = max(1, math.ceil(len(losses) / points))
+    steps, vals = [], []
+    for i in range(0, len(losses), w):
+        chunk = losses[i : i + w]
+        steps.append(i + len(chunk))
+        vals.append(sum(chunk) / len(chunk))
+    return {"step": steps, "loss": vals}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` intra-op threads inside the block (``None`` or 0: leave torch's setting)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,192 @@
+"""What every experiment runner shares beyond training: its tables, its command line, running a
+table's grid, checking a stored cell against its saved weights.
+
+An experiment subclasses :class:`Experiment`, names itself, its config dataclass, its grid axes
+and its tables, and implements four methods: :meth:`Experiment.cells` (the grid of a table),
+:meth:`Experiment.run_cell` (train and test one config), :meth:`Experiment.recompute` (metrics
+from saved weights) and :meth:`Experiment.ci` (the small run a chapter shows). The rest (results
+files, resuming, stale checks, artifacts, provenance, ``--verify``, the command line) is here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from permlib.experiments.harness import cli, paths
+from permlib.experiments.harness.compare import markdown_table
+from permlib.experiments.harness.config import config_dict, config_from_dict
+from permlib.experiments.harness.grid import run_grid
+from permlib.experiments.harness.results import ResultsStore, cell_id
+from permlib.experiments.harness.train import torch_threads
+
+__all__ = ["Experiment"]
+
+Cells = list[tuple[dict[str, Any], Any]]
+
+
+class Experiment:
+    """Base class of the experiment runners.
+
+    Class attributes to set: ``name`` (e.g. ``"sorting"``; results go to
+    ``<results dir>/<name>_<table>.json``), ``config_cls`` (a frozen dataclass), ``axes`` (the
+    grid axes, ``"seed"`` among them) and ``tables`` (table name -> spec with at least
+    ``"title"``). Override :meth:`identity` if the stored config is not ``config_dict(config)``.
+    """
+
+    name: str
+    config_cls: type
+    axes: tuple[str, ...]
+    tables: Mapping[str, Mapping[str, Any]]
+
+    # ------------------------------------------------------------------ to implement
+
+    def cells(self, table: str, seeds: Sequence[int], selection: Mapping[str, list],
+              only: Sequence[Mapping[str, Any]], overrides: Mapping[str, Any]) -> Cells:
+        """The ``(cell, config)`` pairs of ``table`` that the selection keeps, in run order."""
+        raise NotImplementedError
+
+    def run_cell(self, config: Any, *, checkpoint: Path | None, progress: bool,
+                 device: str | torch.device) -> dict[str, Any]:
+        """Train and test one config: a JSON-ready record with ``metrics`` and ``wall_s``, and
+        ``artifacts`` (name -> object to ``torch.save``, e.g. the final state dict)."""
+        raise NotImplementedError
+
+    def recompute(self, config: Any, artifacts: Mapping[str, Any]) -> dict[str, Any]:
+        """The metrics of a stored cell, recomputed from its loaded artifacts."""
+        raise NotImplementedError
+
+    def ci(self, *, seed: int, progress: bool, device: str | torch.device,
+           **overrides: Any) -> dict[str, Any]:
+        """The small run of ``--mode ci``: a dict with ``config``, ``metrics``, ``train``,
+        ``wall_s`` and ``provenance``."""
+        raise NotImplementedError
+
+    def ci_table(self, out: Mapping[str, Any]) -> str:
+        """The short table ``--mode ci`` prints (default: metrics by their first key)."""
+        rows = [{"": k} | v for k, v in out["metrics"].items()]
+        return markdown_table(rows, ["", *next(iter(out["metrics"].values()))], digits=3)
+
+    # ------------------------------------------------------------------ provided
+
+    def identity(self, config: Any) -> dict[str, Any]:
+        """What a stored cell's config is compared with."""
+        return config_dict(config)
+
+    def table_meta(self, table: str) -> dict[str, Any]:
+        """Table-level information written into the results file."""
+        return {"title": self.tables[table].get("title", table)}
+
+    def store(self, table: str, results_dir: str | Path | None = None) -> ResultsStore:
+        """The results of ``table``."""
+        if table not in self.tables:
+            raise ValueError(f"table must be one of {tuple(self.tables)}, got {table!r}")
+        return ResultsStore(paths.results_dir(results_dir), self.name, table, self.axes,
+                            meta=self.table_meta(table))  # fmt: skip
+
+    def load_results(self, table: str, results_dir: str | Path | None = None) -> dict | None:
+        """The results file of ``table``, or ``None`` if absent."""
+        return self.store(table, results_dir).load()
+
+    def run_table(
+        self,
+        table: str,
+        *,
+        seeds: Sequence[int] = (0,),
+        selection: Mapping[str, list] | None = None,
+        only: Sequence[Mapping[str, Any]] = (),
+        overrides: Mapping[str, Any] | None = None,
+        results_dir: str | Path | None = None,
+        checkpoint_dir: str | Path | None = None,
+        force: bool = False,
+        on_stale: str = "refuse",
+        progress: bool = True,
+        mode: str = "full",
+        device: str | torch.device = "cpu",
+    ) -> dict:
+        """Run the missing cells of ``table`` (see :func:`~permlib.experiments.harness.run_grid`):
+        done cells are skipped, stale ones refused or rerun, each record written with its
+        provenance and artifacts as soon as it is finished. Returns the file's content."""
+        grid = self.cells(table, seeds, dict(selection or {}), list(only), dict(overrides or {}))
+
+        def one(cell: dict, config: Any, ckpt: Path) -> dict:
+            return self.run_cell(config, checkpoint=ckpt, progress=progress, device=device)
+
+        return run_grid(
+            self.store(table, results_dir), grid, one, identity=self.identity,
+            checkpoint_dir=paths.checkpoint_dir(checkpoint_dir), force=force, on_stale=on_stale,
+            progress=progress, mode=mode, device=device,
+        )  # fmt: skip
+
+    def verify(
+        self, table: str, cell: Mapping[str, Any], results_dir: str | Path | None = None
+    ) -> dict:
+        """Recompute a stored cell's metrics from its saved artifacts: ``stored``,
+        ``recomputed`` and ``max_abs_diff`` over every number of the metrics."""
+        store = self.store(table, results_dir)
+        rec = store.get(cell)
+        if rec is None:
+            raise KeyError(f"no cell {cell_id(cell)} in {store.path}")
+        names = rec.get("provenance", {}).get("artifacts", {})
+        artifacts = {name: store.load_artifact(rec, name) for name in names}
+        again = self.recompute(config_from_dict(self.config_cls, rec["config"]), artifacts)
+        diff = max((abs(a - b) for a, b in zip(_numbers(again), _numbers(rec["metrics"]),
+                                               strict=True)), default=0.0)  # fmt: skip
+        return {"stored": rec["metrics"], "recomputed": again, "max_abs_diff": diff}
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """The command line: ``python -m permlib.experiments.<name> --help``."""
+        prog = f"python -m permlib.experiments.{self.name}"
+        doc = (sys.modules[type(self).__module__].__doc__ or self.name).split("\n\n")[0]
+        args = cli.experiment_parser(prog, doc, self.config_cls, self.axes,
+                                     tuple(self.tables)).parse_args(argv)  # fmt: skip
+        types = {f: int for f in ("n", "seed") if f in self.axes}
+        sel = cli.selection_from_args(args, self.config_cls, self.axes, types)
+        t0 = time.perf_counter()
+        with torch_threads(args.threads):
+            if args.verify:
+                for table in args.table:
+                    grid = self.cells(table, sel.seeds, sel.selection, sel.only, sel.overrides)
+                    for cell, _ in grid:
+                        if self.store(table, args.results_dir).get(cell) is not None:
+                            d = self.verify(table, cell, args.results_dir)["max_abs_diff"]
+                            print(f"{table} {cell_id(cell)}: max |recomputed - stored| {d:.2e}")
+                return 0
+            if args.mode == "ci":
+                ci = {k: v[0] for k, v in sel.selection.items() if k != "seed"} | sel.overrides
+                out = self.ci(seed=sel.seeds[0], progress=not args.no_progress,
+                              device=args.device, **ci)  # fmt: skip
+                print(self.ci_table(out))
+                print(f"\n{out['train']['steps']} steps, final loss "
+                      f"{out['train']['final_loss']:.2e}, {out['wall_s']:.1f} s")
+                if args.json:
+                    keep = ("config", "metrics", "train", "wall_s", "provenance")
+                    text = json.dumps({k: out[k] for k in keep}, indent=1)
+                    Path(args.json).write_text(text + "\n")
+                return 0
+            for table in args.table:
+                data = self.run_table(
+                    table, seeds=sel.seeds, selection=sel.selection, only=sel.only,
+                    overrides=sel.overrides, results_dir=args.results_dir,
+                    checkpoint_dir=args.checkpoint_dir, force=args.force,
+                    on_stale="rerun" if args.rerun_stale else "refuse",
+                    progress=not args.no_progress, device=args.device,
+                )  # fmt: skip
+                print(f"{table}: {data.get('summary')}", file=sys.stderr)
+        print(f"total wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        return 0
+
+
+def _numbers(tree: Any) -> list[float]:
+    """The numbers of a nested dict/list, in a fixed order."""
+    if isinstance(tree, Mapping):
+        return [x for k in sorted(tree) for x in _numbers(tree[k])]
+    if isinstance(tree, list | tuple):
+        return [x for v in tree for x in _numbers(v)]
+    return [float(tree)] if isinstance(tree, int | float) and not isinstance(tree, bool) else []
