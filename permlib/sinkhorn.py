@@ -3,13 +3,15 @@
 Conventions (shared by all of permlib): ``log_alpha`` has shape ``(..., N, N)``, batch dimensions
 first; rows index the items, columns index the positions they may take; entries are log-potentials
 (scores) that are *maximized*. One Sinkhorn iteration is a row normalization followed by a column
-normalization (000_7091bfda3c1c82a1, eq. 1):
+normalization (eq. 1 of Mena et al., 2017, ``mena2017sinkhorn``; Sinkhorn, 1964, ``sinkhorn1964``):
 
     S^0(X) = exp(X),   S^l(X) = T_c(T_r(S^{l-1}(X))),   S(X) = lim_{l -> inf} S^l(X).
 
-Everything is computed in the log domain through two potentials ``u`` (rows) and ``v`` (columns),
-``log S^l(X)_{ij} = X_{ij} + u_i + v_j``, so large scores or tiny temperatures neither overflow nor
-underflow. Only the length-N potentials change from one iteration to the next.
+The result is described by two potentials ``f`` (rows) and ``g`` (columns),
+``log S^l(X)_{ij} = X_{ij} + f_i + g_j``, so large scores or tiny temperatures neither overflow
+nor underflow. Only the length-N potentials change from one iteration to the next. The fast
+path iterates on their exponentials (the scalings of Cuturi, 2013, ``cuturi2013``) and falls back
+to the log-domain loop whenever over- or underflow could change the result.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -25,6 +27,7 @@ from permlib._checks import (
     check_float_matrix,
     check_positive_int,
     check_positive_real,
+    check_tensor,
     finite_range,
 )
 
@@ -35,10 +38,15 @@ _BACKWARDS = ("unroll", "implicit")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 #: Residual under which a result counts as doubly stochastic when no ``tol`` was given.
 DEFAULT_THRESHOLD = 1e-3
+#: Iterations between two convergence checks that need the host (one synchronization each on
+#: CUDA): with ``tol`` the loop runs on by up to this many iterations after the last item
+#: converged (items that converged earlier are not changed by them, see :func:`_scalings`).
+_CHECK_EVERY = 8
 
 
 class ConvergenceWarning(UserWarning):
-    """Issued when Sinkhorn iterations asked for a tolerance and some matrices did not reach it."""
+    """Issued when Sinkhorn iterations asked for a tolerance and some matrices did not reach it,
+    or when ``backward="implicit"`` is asked of a forward that has not reached the fixed point."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,15 @@ class SinkhornInfo:
         n_iters: ``(...)`` int64, full iterations (row + column normalization) spent on each item.
         converged: ``(...)`` bool, ``residual <= threshold`` (or stopped early at ``tol``).
         errors: ``(..., K)`` the residual after each iteration ``1..K``, where ``K`` is the largest
-            ``n_iters`` of the batch; after an item stops, its last value is repeated.
+            ``n_iters`` of the batch; from an item's last iteration on, its final ``residual``
+            is repeated.
         threshold: the tolerance the items were judged by: ``tol``, or ``DEFAULT_THRESHOLD`` (1e-3)
             when ``tol`` was ``None`` (fixed unrolling, no early stop).
+        f: ``(..., N)`` final row potentials, ``g``: ``(..., N)`` final column potentials, in the
+            convention ``log P_ij = log_alpha_ij / tau + f_i + g_j`` (as OTT-JAX's
+            ``SinkhornOutput.f``/``.g``, up to the temperature factor). Detached, in the dtype
+            of the computation (float32 for float16/bfloat16 input). ``(f, g)`` can be passed
+            back as ``init=`` to warm-start a later call (see :attr:`potentials`).
     """
 
     residual: torch.Tensor
@@ -60,10 +74,19 @@ class SinkhornInfo:
     converged: torch.Tensor
     errors: torch.Tensor
     threshold: float
+    f: torch.Tensor | None = None
+    g: torch.Tensor | None = None
 
     @property
     def all_converged(self) -> bool:
         return bool(self.converged.all())
+
+    @property
+    def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f, g)``, ready for ``init=``."""
+        if self.f is None or self.g is None:
+            raise ValueError("this SinkhornInfo carries no potentials")
+        return self.f, self.g
 
 
 # Shifted log-terms below these are dropped by _logsumexp: exp of anything lower underflows
@@ -89,16 +112,53 @@ def _residual(log_p: torch.Tensor) -> torch.Tensor:
     return torch.maximum(rows, cols)
 
 
+def _defers(device: torch.device) -> bool:
+    """Whether calls on ``device`` gather their host checks into one sync at the end (CUDA)
+    instead of checking the input's range up front (CPU, where a check costs no sync)."""
+    return device.type == "cuda"
+
+
+def _sync_every(device: torch.device) -> int:
+    """How often a loop may ask the host whether to stop: every iteration where that is free
+    (CPU), every :data:`_CHECK_EVERY` iterations on an accelerator (each ask is a sync)."""
+    return 1 if device.type == "cpu" else _CHECK_EVERY
+
+
+class _Solved(NamedTuple):
+    """What :func:`_solve` returns: the log plan, the report (or ``None``) and the potentials."""
+
+    log_p: torch.Tensor
+    info: SinkhornInfo | None
+    f: torch.Tensor
+    g: torch.Tensor
+
+
 def _solve(
-    x: torch.Tensor, n_iters: int, tol: float | None, record: bool
-) -> tuple[torch.Tensor, SinkhornInfo | None]:
-    """Run the iterations on scaled scores ``x = log_alpha / tau``; returns ``log S^L(x)``."""
+    x: torch.Tensor,
+    n_iters: int,
+    tol: float | None,
+    record: bool,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    stops: torch.Tensor | None = None,
+) -> _Solved:
+    """The log-domain loop on scaled scores ``x = log_alpha / tau``; returns ``log S^L(x)``.
+
+    ``init`` gives the starting potentials ``(f, g)`` (``(..., N)`` each; only ``g`` enters the
+    first row step). ``stops`` (``(...)`` int64, replay of :func:`_scalings`' per-item stops)
+    freezes each item after its own number of iterations instead of ``tol``. Items that
+    converged are frozen (masked), so when the loop notices that every item has stopped (each
+    iteration on the CPU, every :data:`_CHECK_EVERY` elsewhere) does not change the result.
+    """
     batch, n = x.shape[:-2], x.shape[-1]
-    v = torch.zeros(batch + (n,), dtype=x.dtype, device=x.device)
-    u = v
+    zeros = torch.zeros(batch + (n,), dtype=x.dtype, device=x.device)
+    if init is None:
+        u, v = zeros, zeros
+    else:
+        u, v = init[0].expand_as(zeros), init[1].expand_as(zeros)
     track = tol is not None or record
     active = torch.ones(batch, dtype=torch.bool, device=x.device) if tol is not None else None
     spent = torch.zeros(batch, dtype=torch.int64, device=x.device)
+    every = _sync_every(x.device)
     errors: list[torch.Tensor] = []
     done = 0
     for it in range(n_iters):
@@ -110,11 +170,17 @@ def _solve(
             if active is not None:
                 err = torch.where(active, err, errors[-1]) if errors else err
                 active = active & (err > tol)
-                if not bool(active.any()):
-                    errors.append(err)
+                errors.append(err)
+                if it % every == 0 and not bool(active.any()):
                     break
-            errors.append(err)
-        if active is None:
+                # (a later check finds what an earlier one would have: frozen items stay put)
+            else:
+                errors.append(err)
+        if stops is not None:
+            step = stops > it
+            u = torch.where(step.unsqueeze(-1), -lse_rows, u)
+            v = torch.where(step.unsqueeze(-1), -_logsumexp(x + u.unsqueeze(-1), dim=-2), v)
+        elif active is None:
             u = -lse_rows
             v = -_logsumexp(x + u.unsqueeze(-1), dim=-2)
         else:
@@ -125,9 +191,9 @@ def _solve(
         done = it + 1
     log_p = x + u.unsqueeze(-1) + v.unsqueeze(-2)
     if not track:
-        return log_p, None
+        return _Solved(log_p, None, u, v)
 
-    residual = _residual(log_p)
+    residual = _residual(log_p.detach())
     if active is None:
         spent = torch.full(batch, done, dtype=torch.int64, device=x.device)
         threshold = DEFAULT_THRESHOLD
@@ -135,78 +201,246 @@ def _solve(
     else:
         threshold = float(tol)
         converged = ~active | (residual <= threshold)
-    if len(errors) < spent.max().item():  # the last iteration was not followed by a check
-        if active is None or not errors:
-            errors.append(residual)
-        else:
-            errors.append(torch.where(active, residual, errors[-1]))
-    err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)
+    longest = int(spent.max()) if spent.numel() else 0
+    err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)[..., :0]
+    err_t = err_t[..., :longest]
+    if err_t.shape[-1] < longest:  # the last iteration was not followed by a check
+        last = residual if active is None else torch.where(active, residual, err_t[..., -1])
+        err_t = torch.cat([err_t, last.unsqueeze(-1)], dim=-1)
     info = SinkhornInfo(
-        residual=residual, n_iters=spent, converged=converged, errors=err_t, threshold=threshold
+        residual=residual,
+        n_iters=spent,
+        converged=converged,
+        errors=err_t.detach(),
+        threshold=threshold,
+        f=u.detach(),
+        g=v.detach(),
     )
-    return log_p, info
+    return _Solved(log_p, info, u, v)
+
+
+class _Scaled(NamedTuple):
+    """What :func:`_scalings` returns (shapes for ``x`` of shape ``(M, N, N)``)."""
+
+    k: torch.Tensor  # (M, N, N) kernel exp(x - c), still intact
+    c: torch.Tensor  # (M, N, 1) row maxima of x
+    a: torch.Tensor | None  # with keep: (R, M, N), a^1..a^R
+    b: torch.Tensor | None  # with keep: (R + 1, M, N), b^0..b^R
+    a_fin: torch.Tensor  # (M, N) each item's result a
+    b_fin: torch.Tensor  # (M, N) each item's result b
+    shift: torch.Tensor  # (M,) gauge shift of a warm start (b^0 = exp(g0 - shift))
+    stops: torch.Tensor | None  # (M,) int64 iterations per item (with tol); None: all ran R
+    stopped: torch.Tensor | None  # (M,) bool, stopped before the cap (with tol)
+    n_run: int  # R, iterations run
+    ok: bool | torch.Tensor  # the over/underflow check (a 0-d tensor when deferred)
+    info: SinkhornInfo | None  # flat report, shapes (M,), when tracked
 
 
 def _scalings(
-    x: torch.Tensor, n_iters: int, keep: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """Fixed unrolling in the scaling (exp) domain, for ``x`` of shape ``(M, N, N)``, no grad.
+    x: torch.Tensor,
+    n_iters: int,
+    keep: bool,
+    tol: float | None = None,
+    track: bool = False,
+    g0: torch.Tensor | None = None,
+    defer: bool = False,
+    abort: torch.Tensor | None = None,
+) -> _Scaled | None:
+    """The iterations in the scaling (exp) domain, for ``x`` of shape ``(M, N, N)``, no grad.
 
     With ``c_i = max_j x_ij`` and ``K = exp(x - c 1^T)`` (entries in ``[0, 1]``, one 1 per row),
-    the potentials of the log-domain loop are ``u = log a - c`` and ``v = log b``, where
-    ``a^l = 1 / (K b^{l-1})``, ``b^l = 1 / (K^T a^l)`` and ``b^0 = 1``: each half-step is one
+    the potentials of the log-domain loop are ``f = log a - c`` and ``g = log b``, where
+    ``a^l = 1 / (K b^{l-1})``, ``b^l = 1 / (K^T a^l)`` and ``b^0 = 1`` (``exp(g0 - max g0)``
+    for a warm start: the shift is a gauge that cancels in the plan): each half-step is one
     batched vector-matrix product that reads ``K`` once, instead of the several passes over
     ``N x N`` temporaries that ``logsumexp`` makes. The arithmetic is the log-domain loop's up to
     rounding *provided nothing underflows or overflows*. That is checked per item from the
     extreme scalings: a product ``K_ij b_j`` that underflows loses at most ``tiny * max(1, b_hi)``
     of a row sum that is at least ``1 / a_hi`` (and symmetrically for columns), so the loss is
     below one rounding error when ``N * tiny * max(1, b_hi) * a_hi <= eps``. If any item fails
-    (small ``tau`` on widely spread scores), ``None`` is returned and the caller falls back to
-    the log-domain loop.
+    (small ``tau`` on widely spread scores), ``ok`` is false and the caller falls back to the
+    log-domain loop (with ``defer`` ``ok`` is a device tensor, for the caller's one combined
+    check, instead of a host bool).
+
+    The convergence report costs no pass over ``N x N``: after the column step of iteration
+    ``l`` the plan ``diag(a^l) K diag(b^l)`` has row sums ``a^l_i (K b^l)_i = a^l_i / a^{l+1}_i``
+    (its columns sum to 1), so the residual of iteration ``l`` is read off the next row step.
+    Every :data:`_CHECK_EVERY` iterations (a block) these residuals are computed for the whole
+    block at once; with ``tol`` an item's first iteration ``l >= 1`` whose residual is ``<= tol``
+    is its stop, and its scalings of that iteration are its result, exactly as if it had been
+    frozen there (the log loop's masking). The loop ends when every item has stopped (one host
+    sync per block; a true ``abort`` flag, e.g. non-finite input, also ends it) or after
+    ``n_iters``. The final residual (rows and columns) costs two more vector-matrix products.
+
+    Args:
+        keep: store every iteration's scalings (for the unrolled backward); otherwise a ring of
+            one block.
+        tol, track: early stop at ``tol`` / build the report.
+        g0: ``(M, N)`` starting column potentials, or ``None`` (zeros).
 
     Returns:
-        ``(K, c, a, b)`` with ``c`` of shape ``(M, N, 1)``; with ``keep``, ``a`` and ``b`` of
-        shape ``(L, M, N)`` hold ``a^1..a^L`` and ``b^1..b^L``, otherwise only the last ones,
-        ``(1, M, N)``. ``None`` when the check fails.
+        a :class:`_Scaled`; ``None`` for meta tensors.
     """
     m, n = x.shape[0], x.shape[-1]
-    if m == 0 or x.device.type == "meta":
+    if x.device.type == "meta":
         return None
+    tracking = track or tol is not None
     c = x.amax(dim=-1, keepdim=True)
     k = torch.sub(x, c).exp_()
     k_t = k.mT
-    slots = n_iters if keep else min(n_iters, 16)
-    # (slots, M, 1, N): the per-iteration rows are views made once (unbind), so that an
-    # iteration is four ops; view creation would otherwise dominate small problems.
-    a_rows = x.new_empty((slots, m, 1, n))
-    b_rows = x.new_empty((slots, m, 1, n))
-    a, b = a_rows.squeeze(-2), b_rows.squeeze(-2)
-    a_s, b_s = a_rows.unbind(0), b_rows.unbind(0)
-    b_prev = x.new_ones((m, 1, n))
+    if keep and not tracking:
+        block = n_iters  # a single block
+    else:
+        block = min(n_iters, _CHECK_EVERY if tracking else 16)
+    # (block + 1, M, 1, N): slot 0 holds the values before the block, slots 1.. its iterations;
+    # the per-iteration rows are views made once (unbind), so that an iteration is four ops
+    # (view creation would otherwise dominate small problems).
+    a_buf = x.new_empty((block + 1, m, 1, n))
+    b_buf = x.new_empty((block + 1, m, 1, n))
+    if g0 is None:
+        shift = x.new_zeros((m,))
+        b_buf[0] = 1.0
+    else:
+        shift = g0.amax(dim=-1) if g0.numel() else x.new_zeros((m,))
+        b_buf[0] = torch.sub(g0, shift.unsqueeze(-1)).exp_().unsqueeze(-2)
+    a_kept: list[torch.Tensor] = []
+    b_kept: list[torch.Tensor] = [b_buf[0:1].squeeze(-2)]
     a_lo = x.new_full((m,), math.inf)
     a_hi = x.new_full((m,), -math.inf)
     b_lo, b_hi = x.new_ones((m,)), x.new_ones((m,))
-    for it in range(n_iters):
-        s = it % slots
-        # (1 x N) @ (N x N) products: BLAS runs these far faster than (N x N) @ (N x 1)
-        torch.bmm(b_prev, k_t, out=a_s[s]).reciprocal_()
-        torch.bmm(a_s[s], k, out=b_s[s]).reciprocal_()
-        b_prev = b_s[s]
-        if s == slots - 1 or it == n_iters - 1:
-            done = slice(0, s + 1)
-            torch.minimum(a_lo, a[done].amin(dim=(0, 2)), out=a_lo)
-            torch.maximum(a_hi, a[done].amax(dim=(0, 2)), out=a_hi)
-            torch.minimum(b_lo, b[done].amin(dim=(0, 2)), out=b_lo)
-            torch.maximum(b_hi, b[done].amax(dim=(0, 2)), out=b_hi)
+    ar = torch.arange(m, device=x.device)
+    stops = stopped = a_fin = b_fin = None
+    if tol is not None:
+        stops = torch.full((m,), n_iters, dtype=torch.int64, device=x.device)
+        stopped = torch.zeros((m,), dtype=torch.bool, device=x.device)
+    errors: list[torch.Tensor] = []
+    done = nb = 0
+    views = a_buf.unbind(0), b_buf.unbind(0)
+    while done < n_iters:
+        if done > 0:  # the previous block's last values become slot 0
+            if keep:
+                prev_a, prev_b = a_buf, b_buf
+                a_buf, b_buf = torch.empty_like(a_buf), torch.empty_like(b_buf)
+                views = a_buf.unbind(0), b_buf.unbind(0)
+                a_buf[0], b_buf[0] = prev_a[nb], prev_b[nb]
+            else:
+                a_buf[0], b_buf[0] = a_buf[nb], b_buf[nb]
+        a_s, b_s = views
+        nb = min(block, n_iters - done)
+        b_prev = b_s[0]
+        for j in range(1, nb + 1):
+            # (1 x N) @ (N x N) products: BLAS runs these far faster than (N x N) @ (N x 1)
+            torch.bmm(b_prev, k_t, out=a_s[j]).reciprocal_()
+            torch.bmm(a_s[j], k, out=b_s[j]).reciprocal_()
+            b_prev = b_s[j]
+        new_a, new_b = a_buf[1 : nb + 1].squeeze(-2), b_buf[1 : nb + 1].squeeze(-2)
+        torch.minimum(a_lo, new_a.amin(dim=(0, 2)), out=a_lo)
+        torch.maximum(a_hi, new_a.amax(dim=(0, 2)), out=a_hi)
+        torch.minimum(b_lo, new_b.amin(dim=(0, 2)), out=b_lo)
+        torch.maximum(b_hi, new_b.amax(dim=(0, 2)), out=b_hi)
+        if keep:
+            a_kept.append(new_a)
+            b_kept.append(new_b)
+        first = 1 if done == 0 else 0  # iteration 0 is not judged
+        if tracking and first < nb:
+            # row residuals of iterations done + first .. done + nb - 1: |a^l / a^{l+1} - 1|
+            ratio = a_buf[first:nb].squeeze(-2) / a_buf[first + 1 : nb + 1].squeeze(-2)
+            errs = ratio.sub_(1).abs_().amax(dim=-1)  # (nb - first, M)
+            errors.append(errs)
+            if tol is not None:
+                hit = errs <= tol
+                new = hit.any(dim=0) & ~stopped
+                slot = first + hit.to(torch.uint8).argmax(dim=0)  # first hit (slot l - done)
+                stops = torch.where(new, done + slot, stops)
+                if not keep:  # keep that iteration's scalings; the ring is overwritten later
+                    pick_a, pick_b = a_buf[slot, ar, 0], b_buf[slot, ar, 0]
+                    if a_fin is None:
+                        a_fin, b_fin = pick_a, pick_b  # non-hits are replaced at the end
+                    else:
+                        a_fin = torch.where(new.unsqueeze(-1), pick_a, a_fin)
+                        b_fin = torch.where(new.unsqueeze(-1), pick_b, b_fin)
+                stopped = stopped | new
+        done += nb
+        if tol is not None and done < n_iters:
+            go_on = ~stopped.all() if abort is None else ~stopped.all() & ~abort
+            if not bool(go_on):
+                break
+    n_run = done
+    last_a, last_b = a_buf[nb, :, 0], b_buf[nb, :, 0]
+    a_all = b_all = None
+    if keep and len(a_kept) == 1:
+        a_all, b_all = a_kept[0], b_buf[: nb + 1].squeeze(-2)  # views, no copy
+    elif keep:
+        a_all, b_all = torch.cat(a_kept), torch.cat(b_kept)
+    if tol is None:
+        a_fin, b_fin = last_a, last_b
+    else:
+        ran_out = ~stopped
+        stops = torch.where(ran_out, torch.full_like(stops, n_run), stops)
+        if keep:
+            a_fin, b_fin = a_all[stops - 1, ar], b_all[stops, ar]
+        else:
+            a_fin = torch.where(ran_out.unsqueeze(-1), last_a, a_fin)
+            b_fin = torch.where(ran_out.unsqueeze(-1), last_b, b_fin)
+
     fi = torch.finfo(x.dtype)
     loss = math.log(fi.tiny) + math.log(n) - math.log(fi.eps)  # all in log units
-    top = math.log(fi.max) - 2 * math.log(n) - math.log(4 * n_iters + 4)
-    if not _in_range(a_lo, a_hi, b_lo, b_hi, loss, top):
-        return None
-    if not keep:
-        s = (n_iters - 1) % slots
-        a, b = a[s : s + 1], b[s : s + 1]
-    return k, c, a, b
+    top = math.log(fi.max) - 2 * math.log(n) - math.log(4 * n_run + 4)
+    if defer:
+        ok = _range_ok(a_lo, a_hi, b_lo, b_hi, loss, top).all()
+    else:
+        ok = _in_range(a_lo, a_hi, b_lo, b_hi, loss, top)
+
+    info = None
+    if tracking:
+        # final residual of rows and columns: a_i (K b)_i and b_j (K^T a)_j
+        rows = torch.bmm(b_fin.unsqueeze(-2), k_t).squeeze(-2).mul_(a_fin)
+        cols = torch.bmm(a_fin.unsqueeze(-2), k).squeeze(-2).mul_(b_fin)
+        residual = torch.maximum(
+            rows.sub_(1).abs_().amax(dim=-1), cols.sub_(1).abs_().amax(dim=-1)
+        )
+        spent = stops if tol is not None else torch.full((m,), n_run, device=x.device)
+        err_t = torch.cat(errors + [residual.unsqueeze(0)]).mT  # (M, n_run)
+        after = torch.arange(n_run, device=x.device) >= (spent - 1).unsqueeze(-1)
+        err_t = torch.where(after, residual.unsqueeze(-1), err_t)
+        if tol is None:
+            threshold, converged = DEFAULT_THRESHOLD, residual <= DEFAULT_THRESHOLD
+        else:
+            threshold, converged = float(tol), stopped | (residual <= tol)
+        info = SinkhornInfo(
+            residual=residual,
+            n_iters=spent.to(torch.int64),
+            converged=converged,
+            errors=err_t,
+            threshold=threshold,
+            f=a_fin.log() - c.squeeze(-1) - shift.unsqueeze(-1),
+            g=b_fin.log() + shift.unsqueeze(-1),
+        )
+    return _Scaled(k, c, a_all, b_all, a_fin, b_fin, shift, stops, stopped, n_run, ok, info)
+
+
+def _range_ok(
+    a_lo: torch.Tensor,
+    a_hi: torch.Tensor,
+    b_lo: torch.Tensor,
+    b_hi: torch.Tensor,
+    loss: float,
+    top: float,
+) -> torch.Tensor:
+    """``(M,)`` bool, on the device: which items' extreme scalings pass the check of
+    :func:`_scalings`: with ``la = log a_hi`` and ``lb = log b_hi``, ``a_lo, b_lo > 0``,
+    ``la, lb`` finite, ``la + max(lb, 0) + loss <= 0``, ``lb + max(la, 0) + loss <= 0`` and
+    ``la + lb <= top``. NaN fails every comparison."""
+    la, lb = a_hi.log(), b_hi.log()
+    return (
+        (a_lo > 0)
+        & (b_lo > 0)
+        & torch.isfinite(la)
+        & torch.isfinite(lb)
+        & (la + lb.clamp(min=0) + loss <= 0)
+        & (lb + la.clamp(min=0) + loss <= 0)
+        & (la + lb <= top)
+    )
 
 
 def _in_range(
@@ -217,12 +451,10 @@ def _in_range(
     loss: float,
     top: float,
 ) -> bool:
-    """Whether every item's extreme scalings pass the check of :func:`_scalings`.
+    """Whether every item passes :func:`_range_ok`, decided on the host.
 
-    With ``la = log a_hi`` and ``lb = log b_hi``: ``a_lo, b_lo > 0``, ``la, lb`` finite,
-    ``la + max(lb, 0) + loss <= 0``, ``lb + max(la, 0) + loss <= 0`` and ``la + lb <= top``. A few
-    items are checked on the host (one transfer instead of a dozen tiny tensor ops, which would
-    dominate small problems); NaN fails every comparison either way.
+    A few items are checked in Python (one transfer instead of a dozen tiny tensor ops, which
+    would dominate small problems), more with :func:`_range_ok`; NaN fails either way.
     """
     if a_lo.numel() <= 64:
         rows = torch.stack([a_lo, a_hi, b_lo, b_hi]).tolist()
@@ -233,17 +465,7 @@ def _in_range(
             if la + max(lb, 0) + loss > 0 or lb + max(la, 0) + loss > 0 or la + lb > top:
                 return False
         return True
-    la, lb = a_hi.log(), b_hi.log()
-    ok = (
-        (a_lo > 0)
-        & (b_lo > 0)
-        & torch.isfinite(la)
-        & torch.isfinite(lb)
-        & (la + lb.clamp(min=0) + loss <= 0)
-        & (lb + la.clamp(min=0) + loss <= 0)
-        & (la + lb <= top)
-    )
-    return bool(ok.all())
+    return bool(_range_ok(a_lo, a_hi, b_lo, b_hi, loss, top).all())
 
 
 def _log_plan(
@@ -253,97 +475,79 @@ def _log_plan(
     b: torch.Tensor,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``log P = x + u 1^T + 1 v^T`` with ``u = log a - c`` and ``v = log b`` (into ``out``, e.g.
+    """``log P = x + f 1^T + 1 g^T`` with ``f = log a - c`` and ``g = log b`` (into ``out``, e.g.
     the no longer needed ``K``, to spare a fresh ``N x N`` allocation)."""
     u = a.log().unsqueeze(-1).sub_(c)
     return torch.add(x, u, out=out).add_(b.log().unsqueeze(-2))
 
 
 class _UnrolledScaled(torch.autograd.Function):
-    """Exact gradient of ``L`` unrolled iterations from the stored scalings (no N x N per step).
+    """Exact gradient of the unrolled iterations from the stored scalings (no N x N per step).
 
-    Forward assembles ``log P^L = x + u^L 1^T + 1 v^L^T`` from :func:`_scalings`. Backward is
-    reverse mode through the iterations written out by hand: with the row-step plan
-    ``R^l = diag(a^l) K diag(b^{l-1})``, the column-step plan ``C^l = diag(a^l) K diag(b^l)``
-    and adjoints ``ubar``, ``vbar`` of the potentials (``vbar^L = G^T 1``, ``ubar^L`` starts at
-    ``G 1``, where ``G = dL/d log P``),
+    Forward assembles ``log P = x + f 1^T + 1 g^T`` from each item's final scalings of
+    :func:`_scalings`. Backward is reverse mode through the iterations written out by hand:
+    with the row-step plan ``R^l = diag(a^l) K diag(b^{l-1})``, the column-step plan
+    ``C^l = diag(a^l) K diag(b^l)`` and adjoints ``ubar``, ``vbar`` of the potentials
+    (``vbar^L = G^T 1``, ``ubar^L`` starts at ``G 1``, where ``G = dL/d log P``),
 
         ubar^l += -C^l vbar^l,   vbar^{l-1} = -(R^l)^T ubar^l,
         dL/dx = G - sum_l (C^l * (1 vbar^l^T) + R^l * (ubar^l 1^T))
               = G - K * sum_l (a^l (b^l * vbar^l)^T + (a^l * ubar^l) (b^{l-1})^T),
 
     so the backward costs ``2 L`` vector-matrix products with ``K`` and one rank-``2L`` product;
-    per iteration only the length-N scalings are stored. A second derivative (``create_graph``)
-    replays the log-domain loop under autograd, so it is exact too, at the loop's cost.
+    per iteration only the length-N scalings are stored. With per-item stops (``tol``) an item's
+    iterations after its stop are identities: their terms are masked out and its adjoints pass
+    through unchanged. A second derivative (``create_graph``) replays the log-domain loop under
+    autograd (with the same stops and warm start), so it is exact too, at the loop's cost.
     """
 
     @staticmethod
-    def forward(ctx, x, c, a, b, n_iters):  # noqa: D102
-        ctx.save_for_backward(x, c, a, b)
-        ctx.n_iters = n_iters
-        return _log_plan(x, c, a[-1], b[-1])
+    def forward(ctx, x, c, a, b, stops, a_fin, b_fin):  # noqa: D102
+        ctx.save_for_backward(x, c, a, b, stops)
+        return _log_plan(x, c, a_fin, b_fin)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        x, c, a, b = ctx.saved_tensors
+        x, c, a, b, stops = ctx.saved_tensors
+        n_iters, m, n = a.shape
         if torch.is_grad_enabled():  # double backward: differentiate the plain loop
             with torch.enable_grad():
-                out, _ = _solve(x, ctx.n_iters, None, False)
+                g0 = b[0].log()
+                out = _solve(x, n_iters, None, False, init=(g0, g0), stops=stops).log_p
                 (grad_x,) = torch.autograd.grad(out, x, grad, create_graph=True)
-            return grad_x, None, None, None, None
+            return grad_x, None, None, None, None, None, None
         k = torch.sub(x, c).exp_()
         k_t = k.mT
-        n_iters, m, n = a.shape
         # The rank-2L factors, (2L, M, 1, N): even slots (a^l, b^l * vbar^l), odd slots
         # (a^l * ubar^l, b^{l-1}). Everything known up front is copied in one op; the loop writes
         # the rest in place through views made once, so an iteration is eight ops.
         left = a.new_empty((2 * n_iters, m, 1, n))
         right = torch.empty_like(left)
         left[0::2] = a.unsqueeze(-2)
-        right[3::2] = b[:-1].unsqueeze(-2)
-        right[1] = 1.0
-        a_r, b_r = a.unsqueeze(-2).unbind(0), b.unsqueeze(-2).unbind(0)
+        right[1::2] = b[:-1].unsqueeze(-2)
+        a_r, b_r = a.unsqueeze(-2).unbind(0), b.unsqueeze(-2).unbind(0)  # b_r[l] = b^l
         left_r, right_r = left.unbind(0), right.unbind(0)
         u_in = grad.sum(dim=-1).unsqueeze(-2)
         vbar = grad.sum(dim=-2, keepdim=True)
+        steps = None if stops is None else stops.view(m, 1, 1)
         for it in range(n_iters - 1, -1, -1):
-            w = torch.mul(b_r[it], vbar, out=right_r[2 * it])
+            w = torch.mul(b_r[it + 1], vbar, out=right_r[2 * it])
+            if steps is not None:
+                live = steps > it
+                w.mul_(live)
             ubar = torch.bmm(w, k_t).mul_(a_r[it]).neg_()
-            if it == n_iters - 1:
+            if steps is not None:
+                ubar.addcmul_(u_in, steps == it + 1)  # G 1 enters at the item's last step
+            elif it == n_iters - 1:
                 ubar.add_(u_in)
             z = torch.mul(ubar, a_r[it], out=left_r[2 * it + 1])
             if it > 0:
-                vbar = torch.bmm(z, k).mul_(b_r[it - 1]).neg_()
+                back = torch.bmm(z, k).mul_(b_r[it]).neg_()
+                vbar = back if steps is None else torch.where(live, back, vbar)
         low_rank = torch.bmm(
             left.squeeze(-2).permute(1, 2, 0), right.squeeze(-2).transpose(0, 1)
         )
-        return torch.addcmul(grad, k, low_rank, value=-1), None, None, None, None
-
-
-def _unrolled_fast(x: torch.Tensor, n_iters: int, plan: bool = False) -> torch.Tensor | None:
-    """``log S^L(x)`` (``S^L(x)`` with ``plan``) through :func:`_scalings` with its exact
-    unrolled gradient, or ``None``.
-
-    Without gradient, the plan is ``diag(a) K diag(b)`` computed in place in ``K``: no ``log``
-    and no ``exp`` over ``N x N``. It equals ``exp(log S^L(x))`` up to rounding in each entry
-    above ``eps / N`` (the check of :func:`_scalings` bounds what underflow in ``K`` can lose).
-    """
-    n = x.shape[-1]
-    flat = x.reshape(-1, n, n)
-    grad = flat.requires_grad and torch.is_grad_enabled()
-    with torch.no_grad():
-        found = _scalings(flat.detach(), n_iters, keep=grad)
-    if found is None:
-        return None
-    k, c, a, b = found
-    if grad:
-        out = _UnrolledScaled.apply(flat, c, a, b, n_iters)
-        out = out.exp() if plan else out
-    elif plan:
-        out = k.mul_(a[-1].unsqueeze(-1)).mul_(b[-1].unsqueeze(-2))
-    else:
-        out = _log_plan(flat, c, a[-1], b[-1], out=k)
-    return out.reshape(x.shape)
+        return torch.addcmul(grad, k, low_rank, value=-1), None, None, None, None, None, None
 
 
 def _upcast_if_overflowing(x: torch.Tensor, tau: float, extent: float) -> torch.Tensor:
@@ -361,49 +565,165 @@ def _upcast_if_overflowing(x: torch.Tensor, tau: float, extent: float) -> torch.
     )
 
 
-class _ImplicitGrad(torch.autograd.Function):
-    """Attach the implicit-function-theorem gradient of the Sinkhorn fixed point to ``log_p``.
+def _adjoint_cg(p: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve ``(I - P^T P) y = rhs`` on the complement of ``1`` by conjugate gradients.
 
-    At the fixed point ``log P = X + u 1^T + 1 v^T`` with ``P 1 = 1`` and ``P^T 1 = 1``. For an
+    ``p`` is ``(M, N, N)`` (doubly stochastic), ``rhs`` is ``(M, N)``; batched, in ``p``'s dtype.
+    ``I - P^T P`` is symmetric positive semi-definite with eigenvalues in ``[0, 1]``; for a
+    positive ``P`` its null space is exactly the gauge direction ``1`` (``P^T P`` is a positive
+    matrix with Perron eigenvector ``1``), which is projected out of ``rhs`` and of every
+    iterate. Each CG step costs two batched vector-matrix products with ``P``. An item stops when
+    its residual falls below ``rtol * |rhs|`` (``rtol = eps ** 0.75``, 1.8e-12 in float64,
+    6.4e-6 in float32), or when a search direction has no curvature left at working precision
+    (``d^T A d <= 8 eps |d|^2``: as ``tau -> 0`` and ``P`` tends to a permutation, ``A`` gets
+    eigenvalues near zero; stopping there, CG's Krylov truncation regularizes the solution, as
+    the truncated pseudo-inverse did), or after ``2 N + 10`` steps. Convergence is checked on
+    the host every iteration on the CPU and every :data:`_CHECK_EVERY` on an accelerator (a
+    stopped item is frozen, so a late check changes nothing).
+    """
+    eps = torch.finfo(p.dtype).eps
+    rtol = eps**0.75
+    p_t = p.mT
+
+    def apply(d: torch.Tensor) -> torch.Tensor:  # (I - P^T P) d, projected; d of shape (M, 1, N)
+        pd = torch.bmm(d, p_t)  # (P d)^T
+        out = d - torch.bmm(pd, p)  # d - (P^T P d)^T
+        return out - out.mean(dim=-1, keepdim=True)
+
+    r = (rhs - rhs.mean(dim=-1, keepdim=True)).unsqueeze(-2)  # (M, 1, N)
+    y = torch.zeros_like(r)
+    d = r.clone()
+    rs = (r * r).sum(dim=-1)  # (M, 1)
+    target = rs * rtol**2
+    alive = rs > target
+    every = _sync_every(p.device)
+    n = p.shape[-1]
+    for it in range(2 * n + 10):
+        if it % every == 0 and not bool(alive.any()):
+            break
+        ad = apply(d)
+        curv = (d * ad).sum(dim=-1)
+        alive = alive & (curv > 8 * eps * (d * d).sum(dim=-1))
+        step = torch.where(alive, rs / torch.where(alive, curv, 1.0), 0.0).unsqueeze(-1)
+        y.addcmul_(step, d)
+        r.addcmul_(step, ad, value=-1)
+        rs_new = (r * r).sum(dim=-1)
+        beta = torch.where(alive, rs_new / torch.where(alive, rs, 1.0), 0.0).unsqueeze(-1)
+        d = torch.addcmul(r, beta, d)
+        rs = torch.where(alive, rs_new, rs)
+        alive = alive & (rs > target)
+    return y.squeeze(-2)
+
+
+class _ImplicitGrad(torch.autograd.Function):
+    """Attach the implicit-function-theorem gradient of the Sinkhorn fixed point to the result.
+
+    At the fixed point ``log P = X + f 1^T + 1 g^T`` with ``P 1 = 1`` and ``P^T 1 = 1``. For an
     upstream gradient ``G = dL/d log P``, differentiating the two constraints gives
 
-        dL/dX = G - P * (a 1^T + 1 b^T),   [[I, P], [P^T, I]] [a; b] = [G 1; G^T 1],
+        dL/dX = G - P * (alpha 1^T + 1 beta^T),
+        [[I, P], [P^T, I]] [alpha; beta] = [G 1; G^T 1],
 
-    solved through the Schur complement ``(I - P^T P) b = G^T 1 - P^T G 1`` (singular along the
-    gauge direction ``1``, which ``1 1^T / N`` removes, and nearly so when P is nearly a
-    permutation, hence a pseudo-inverse). Nothing from the iterations is stored,
-    so memory does not grow with the number of iterations.
+    solved through the Schur complement ``(I - P^T P) beta = G^T 1 - P^T G 1`` by conjugate
+    gradients (:func:`_adjoint_cg`, as OTT-JAX solves its adjoint system iteratively), then
+    ``alpha = G 1 - P beta``. The system is singular along the gauge direction
+    ``(alpha, beta) = (1, -1)``, which changes no ``alpha_i + beta_j`` and is projected out.
+    Nothing from the iterations is stored, only the result ``P`` (or ``log P``) itself, so
+    memory does not grow with the number of iterations; the solve works on length-N vectors in
+    the input's dtype. ``plan``: the output is ``P`` (then ``G`` is the upstream gradient times
+    ``P``), otherwise ``log P``. Second derivatives are not available (the saved plan carries
+    no dependence on the input): a double backward raises.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        ctx.save_for_backward(log_p)
-        return log_p.clone()
+    def forward(ctx, x: torch.Tensor, out: torch.Tensor, plan: bool) -> torch.Tensor:  # noqa: D102
+        ctx.plan = plan
+        ctx.save_for_backward(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
-        (log_p,) = ctx.saved_tensors
-        work = torch.float64 if grad.device.type == "cpu" or log_p.dtype == torch.float64 else None
-        g = grad.to(work or grad.dtype)
-        p = log_p.to(g.dtype).exp()
-        n = p.shape[-1]
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "second derivatives through backward='implicit' are not supported: the implicit "
+                "gradient is computed from the saved fixed point, not differentiably; use "
+                "backward='unroll' for double backward (e.g. create_graph=True, Hessians)"
+            )
+        (out,) = ctx.saved_tensors
+        shape, n = out.shape, out.shape[-1]
+        if ctx.plan:
+            p = out.reshape(-1, n, n)
+            g = grad.reshape(-1, n, n).mul(p)  # dL/d log P, becomes dL/dX in place
+        else:
+            p = out.reshape(-1, n, n).exp()
+            g = grad.reshape(-1, n, n).clone()
         r = g.sum(dim=-1)
         c = g.sum(dim=-2)
-        rhs = c - (p.transpose(-1, -2) @ r.unsqueeze(-1)).squeeze(-1)
-        eye = torch.eye(n, dtype=g.dtype, device=g.device)
-        system = eye - p.transpose(-1, -2) @ p + 1.0 / n
-        # Symmetric PSD; nearly singular when P is nearly a permutation (small tau), where each
-        # block of P's support adds a gauge direction. The least-norm solution is the right one
-        # (gauges cancel in a_i + b_j on the support), so solve with a pseudo-inverse.
-        evals, evecs = torch.linalg.eigh(system)
-        rel = 1e-6 if g.dtype == torch.float64 else 1e-3  # drop the near-null (gauge) directions
-        cutoff = evals.amax(dim=-1, keepdim=True) * rel
-        inv = torch.where(evals > cutoff, 1.0 / evals, torch.zeros_like(evals))
-        coef = (evecs.transpose(-1, -2) @ rhs.unsqueeze(-1)).squeeze(-1) * inv
-        b = (evecs @ coef.unsqueeze(-1)).squeeze(-1)
-        a = r - (p @ b.unsqueeze(-1)).squeeze(-1)
-        grad_x = g - p * (a.unsqueeze(-1) + b.unsqueeze(-2))
-        return grad_x.to(grad.dtype), None
+        rhs = c - torch.bmm(r.unsqueeze(-2), p).squeeze(-2)
+        beta = _adjoint_cg(p, rhs)
+        alpha = r - torch.bmm(beta.unsqueeze(-2), p.mT).squeeze(-2)
+        g.addcmul_(p, alpha.unsqueeze(-1), value=-1).addcmul_(p, beta.unsqueeze(-2), value=-1)
+        return g.reshape(shape), None, None
+
+
+def _check_init(
+    init: object, log_alpha: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Validate ``init = (f, g)`` (shapes, dtype, device); finiteness is checked by the caller."""
+    if init is None:
+        return None
+    if not isinstance(init, (tuple, list)) or len(init) != 2:
+        raise TypeError(
+            f"init must be a pair (f, g) of potentials or None, got {type(init).__name__}"
+        )
+    want = tuple(log_alpha.shape[:-1])
+    out = []
+    for name, t in zip(("init[0] (f)", "init[1] (g)"), init, strict=True):
+        t = check_tensor(t, name)
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
+        if t.device != log_alpha.device:
+            raise ValueError(f"{name} is on {t.device} but log_alpha is on {log_alpha.device}")
+        try:
+            torch.broadcast_shapes(tuple(t.shape), want)
+            ok = len(t.shape) >= 1 and t.shape[-1] == want[-1]
+        except RuntimeError:
+            ok = False
+        if not ok or torch.broadcast_shapes(tuple(t.shape), want) != want:
+            raise ValueError(
+                f"{name} must have shape {want} (log_alpha's batch shape and N), got "
+                f"{tuple(t.shape)}"
+            )
+        out.append(t.detach())
+    return out[0], out[1]
+
+
+def _warn_unconverged(
+    n_bad: int,
+    total: int,
+    worst: float,
+    tol: float | None,
+    n_iters: int,
+    implicit: bool,
+    stacklevel: int,
+) -> None:
+    if tol is not None:
+        msg = (
+            f"Sinkhorn did not reach tol={tol:g} within n_iters={n_iters} for {n_bad} of {total} "
+            f"matrices (largest residual {worst:.3g}); raise n_iters or tau"
+        )
+    else:
+        msg = (
+            f"Sinkhorn has not converged for {n_bad} of {total} matrices after n_iters="
+            f"{n_iters} (largest residual {worst:.3g} > {DEFAULT_THRESHOLD:g})"
+        )
+    if implicit:
+        msg += (
+            "; backward='implicit' differentiates the fixed point, which the forward has not "
+            "reached, so the gradient is not that of the returned matrix (raise n_iters, pass "
+            "tol, or use backward='unroll')"
+        )
+    warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel + 1)
 
 
 def log_sinkhorn(
@@ -413,6 +733,8 @@ def log_sinkhorn(
     tol: float | None = None,
     backward: Backward = "unroll",
     return_info: bool = False,
+    *,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     r"""Logarithm of the Sinkhorn operator, ``log S(log_alpha / tau)``.
 
@@ -426,14 +748,28 @@ def log_sinkhorn(
         tol: if given, each item stops once its max row/column-sum error is ``<= tol``; items that
             do not get there within ``n_iters`` trigger a :class:`ConvergenceWarning`.
         backward: ``"unroll"`` backpropagates through the iterations (the exact gradient of
-            the ``n_iters`` iterations; memory grows with them, by ``O(N)`` per iteration and
+            the iterations each item ran; memory grows with them, by ``O(N)`` per iteration and
             matrix on the fast path described below, ``O(N^2)`` on the log-domain one);
-            ``"implicit"`` differentiates the fixed point, with memory independent of the number
-            of iterations. Both agree at convergence; before it, they differ. When ``tau`` is
-            so small that ``P`` is numerically a permutation, the fixed-point system is
-            ill-conditioned and the implicit gradient is only a regularized (truncated
-            pseudo-inverse) estimate: prefer ``"unroll"`` there.
-        return_info: also return a :class:`SinkhornInfo` with per-item residuals.
+            ``"implicit"`` differentiates the fixed point (implicit function theorem, the
+            adjoint system solved by conjugate gradients), with memory independent of the
+            number of iterations. Both agree at convergence; before it, they differ: the
+            implicit gradient is only the derivative of the fixed point, so when the forward
+            has not reached it (residual above ``tol``, or above 1e-3 without ``tol``) a
+            :class:`ConvergenceWarning` says so (turn it into an error with
+            ``warnings.simplefilter("error", ConvergenceWarning)``). When ``tau`` is so small
+            that ``P`` is numerically a permutation, the adjoint system is ill-conditioned and
+            the implicit gradient is a regularized (truncated conjugate-gradient) estimate:
+            prefer ``"unroll"`` there. Second derivatives (double backward) exist only with
+            ``"unroll"``; through ``"implicit"`` they raise a ``RuntimeError``.
+        return_info: also return a :class:`SinkhornInfo` with per-item residuals and the final
+            potentials.
+        init: warm start, ``(f, g)`` potentials of shapes ``(..., N)`` and ``(..., N)`` in the
+            convention ``log P_ij = log_alpha_ij / tau + f_i + g_j`` (e.g. ``info.potentials``
+            of an earlier call, on scores that changed a little). The first step, a row
+            normalization, recomputes ``f`` from ``g``, so only ``g`` shapes the result; ``f``
+            is checked and accepted so that a report's potentials can be passed back as they
+            are. ``None`` starts from zeros (``S^0 = exp(X / tau)``). No gradient flows into
+            ``init``. Must be finite, on ``log_alpha``'s device.
 
     Returns:
         ``(..., N, N)`` log of a (nearly) doubly stochastic matrix, in ``log_alpha``'s dtype; with
@@ -443,28 +779,45 @@ def log_sinkhorn(
     Math:
         For ``tau > 0``, ``S(X / tau)`` is the unique maximizer over doubly stochastic ``P`` of
         :math:`\langle P, X\rangle_F + \tau H(P)`, with :math:`H(P) = -\sum_{ij} P_{ij}\log P_{ij}`
-        (Theorem 1 of 000_7091bfda3c1c82a1).
+        (Theorem 1 of Mena et al., 2017, ``mena2017sinkhorn``; Mena et al., 2018,
+        ``mena2018learning``).
 
     Note:
-        Convergence can be slow for small ``tau`` or for nearly-decomposable inputs (003's
-        epsilon-matrices need about ``-log2(eps)`` normalizations before they leave a plateau).
-        Fixed unrolling then silently returns a matrix that is not doubly stochastic: pass
-        ``tol`` (or ``return_info=True``) to see it, and raise ``n_iters`` or ``tau`` to fix it.
-        Whatever the input scale and temperature, the output is finite and its columns sum to 1
-        (the last step is a column normalization); at temperatures far below the gaps between
-        scores (e.g. ``tau=1e-4`` on scores of scale 1000) the rows can stay far from 1 for
-        thousands of iterations, which ``info.residual`` and ``info.converged`` report.
+        Convergence can be slow for small ``tau`` or for nearly-decomposable inputs (the
+        epsilon-matrices of Appendix D of the HSTE paper, ``hste``, need about ``-log2(eps)``
+        normalizations before they leave a plateau). Fixed unrolling then silently returns a
+        matrix that is not doubly stochastic: pass ``tol`` (or ``return_info=True``) to see it,
+        and raise ``n_iters`` or ``tau`` to fix it. Whatever the input scale and temperature,
+        the output is finite and its columns sum to 1 (the last step is a column
+        normalization); at temperatures far below the gaps between scores (e.g. ``tau=1e-4``
+        on scores of scale 1000) the rows can stay far from 1 for thousands of iterations,
+        which ``info.residual`` and ``info.converged`` report.
 
     Note:
-        Speed. With fixed unrolling (``tol=None``) and ``return_info=False`` the iterations run
-        on scalings ``a = exp(u)``, ``b = exp(v)`` of the kernel ``exp(X - max_j X)``: one
-        batched vector-matrix product per half-step, and a hand-written backward that stores
-        only the scalings. The result equals the log-domain loop's up to rounding; whenever
-        over- or underflow could change that (checked from the scalings, typically small
-        ``tau`` on spread-out scores) the whole call falls back to the log-domain loop, which
-        is also used with ``tol`` or ``return_info``. ``benchmarks/`` measures both.
+        Speed. The iterations run on scalings ``a = exp(f)``, ``b = exp(g)`` of the kernel
+        ``exp(X - max_j X)``: one batched vector-matrix product per half-step, and a
+        hand-written backward that stores only the scalings. ``tol``, ``return_info``, ``init``
+        and ``backward="implicit"`` all stay on this path: the per-iteration residual is read
+        off the scalings (``a^l / a^{l+1}`` are the row sums after iteration ``l``), checked
+        every few iterations, and each item's result is that of its own stopping iteration,
+        as in the log-domain loop. The result equals the log-domain loop's up to rounding;
+        whenever over- or underflow could change that (checked from the scalings, typically
+        small ``tau`` on spread-out scores) the whole call falls back to the log-domain loop
+        (same arguments, same report). ``python -m benchmarks.convergence`` measures the cost
+        of ``tol``/``return_info`` and of the implicit backward against fixed unrolling.
+
+    Note:
+        Devices. On the CPU the input's range is checked before the iterations (NaN/inf raise
+        a ``ValueError`` naming ``log_alpha``). On CUDA the checks (finite input, no overflow
+        of ``log_alpha / tau``, the scaling range, convergence for the warnings) are gathered
+        into one host synchronization per call; a failed check re-runs the call with the
+        eager checks, which raise the same errors or take the fallback. With ``tol`` the loop
+        also asks the device whether every item has stopped once per 8 iterations, never
+        every iteration.
     """
-    return _log_sinkhorn(log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3)
+    return _log_sinkhorn(
+        log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, init=init
+    )
 
 
 def _log_sinkhorn(
@@ -476,50 +829,138 @@ def _log_sinkhorn(
     return_info: bool,
     stacklevel: int,
     plan: bool = False,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eager: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     """Implementation of :func:`log_sinkhorn` (of :func:`sinkhorn` with ``plan``: the result is
-    exponentiated); ``stacklevel`` points the warning at the caller."""
+    exponentiated); ``stacklevel`` points the warning at the caller; ``eager`` forces the
+    up-front host checks (the CPU's way) on any device."""
     check_float_matrix(log_alpha, "log_alpha", finite=False)
-    lo, hi = finite_range(log_alpha, "log_alpha")
     tau = check_positive_real(tau, "tau")
     n_iters = check_positive_int(n_iters, "n_iters")
     if tol is not None:
         tol = check_positive_real(tol, "tol")
     if backward not in _BACKWARDS:
         raise ValueError(f"backward must be one of {_BACKWARDS}, got {backward!r}")
+    pot = _check_init(init, log_alpha)
 
     dtype = log_alpha.dtype
     x = log_alpha.float() if dtype in _LOW_PRECISION else log_alpha
-    x = _upcast_if_overflowing(x, tau, max(-lo, hi))
+    defer = not eager and _defers(x.device) and x.numel() > 0
+    bad = None
+    if defer:  # one device flag instead of a sync: non-finite input or overflow of x / tau
+        parts = [log_alpha.detach().aminmax()] + [t.aminmax() for t in pot or ()]
+        ext = torch.stack([v.to(x.dtype) for pair in parts for v in pair])
+        big = torch.finfo(x.dtype).max / 16
+        bad = ~torch.isfinite(ext).all() | (ext[:2].abs().amax() / tau > big)
+    else:
+        lo, hi = finite_range(log_alpha, "log_alpha")
+        for name, t in zip(("init[0] (f)", "init[1] (g)"), pot or (), strict=False):
+            finite_range(t, name)
+        x = _upcast_if_overflowing(x, tau, max(-lo, hi))
     if tau != 1.0:
         x = x / tau
-    fast = tol is None and not return_info
-    if backward == "implicit" and x.requires_grad:
-        with torch.no_grad():
-            log_p = _unrolled_fast(x.detach(), n_iters) if fast else None
-            if log_p is None:
-                log_p, info = _solve(x.detach(), n_iters, tol, return_info)
-        log_p = _ImplicitGrad.apply(x, log_p)
-    else:
-        log_p = _unrolled_fast(x, n_iters, plan) if fast else None
-        if log_p is not None and plan:
-            return log_p.to(dtype)
-        if log_p is None:
-            log_p, info = _solve(x, n_iters, tol, return_info)
+    batch, n = x.shape[:-2], x.shape[-1]
+    flat = x.reshape(-1, n, n)
+    if pot is not None:
+        pot = tuple(t.to(x.dtype).expand(batch + (n,)) for t in pot)
+    g0 = None if pot is None else pot[1].reshape(-1, n)
+    grad = flat.requires_grad and torch.is_grad_enabled()
+    implicit = backward == "implicit" and grad
+    unroll = grad and not implicit
+    track = return_info or tol is not None or implicit
 
-    if tol is not None and not info.all_converged:
-        k, total = int((~info.converged).sum()), info.converged.numel()
-        warnings.warn(
-            f"Sinkhorn did not reach tol={tol:g} within n_iters={n_iters} for {k} of {total} "
-            f"matrices (largest residual {info.residual.max().item():.3g}); "
-            "raise n_iters or tau",
-            ConvergenceWarning,
-            stacklevel=stacklevel,
+    with torch.no_grad():
+        sc = _scalings(flat.detach(), n_iters, unroll, tol, track, g0, defer, bad)
+    # The one host check of the call: input and scaling range (deferred on CUDA), and what the
+    # warnings and the report's shape need.
+    flags: list[torch.Tensor] = []
+    if defer:
+        ok = sc.ok if sc is not None else torch.zeros((), dtype=torch.bool, device=x.device)
+        flags.append(bad | ~ok)
+    elif sc is not None and not sc.ok:
+        sc = None
+    if sc is not None and sc.info is not None:
+        flags += [(~sc.info.converged).sum(), _amax0(sc.info.residual)]
+        if tol is not None:
+            flags += [_amax0(sc.stops), sc.stopped.any()]
+    host = [float(v) for v in torch.stack([f.double() for f in flags]).tolist()] if flags else []
+    if defer and host.pop(0):  # bad input, overflow or out of range: redo with host checks
+        return _log_sinkhorn(
+            log_alpha, tau, n_iters, tol, backward, return_info, stacklevel + 1, plan, init, True
         )
-    if plan:  # a fresh tensor: exponentiate in place unless autograd needs the log
-        log_p = log_p.exp() if log_p.requires_grad else log_p.exp_()
-    log_p = log_p.to(dtype)
-    return (log_p, info) if return_info else log_p
+
+    n_bad, worst, info = 0, 0.0, None
+    if sc is not None:
+        stops = sc.stops
+        if sc.info is not None:
+            n_bad, worst = int(host[0]), host[1]
+            info = _shaped(sc.info, batch, int(host[2]) if tol is not None else None)
+            if tol is not None and not host[3]:
+                stops = None  # every item ran all iterations: the plain backward
+        out = _from_scalings(flat, sc, stops, unroll, implicit, plan)
+    else:  # the log-domain loop
+        init_flat = None if pot is None else (pot[0].reshape(-1, n), g0)
+        if implicit:
+            with torch.no_grad():
+                solved = _solve(flat.detach(), n_iters, tol, track, init_flat)
+            res = solved.log_p.exp_() if plan else solved.log_p
+            out = _ImplicitGrad.apply(flat, res, plan)
+        else:
+            solved = _solve(flat, n_iters, tol, track, init_flat)
+            out = solved.log_p.exp() if plan else solved.log_p
+        if solved.info is not None:
+            n_bad, worst = (
+                int((~solved.info.converged).sum()),
+                float(_amax0(solved.info.residual)),
+            )
+            info = _shaped(solved.info, batch, None)
+    if n_bad and (tol is not None or implicit):
+        total = math.prod(batch)
+        _warn_unconverged(n_bad, total, worst, tol, n_iters, implicit, stacklevel)
+    out = out.reshape(x.shape).to(dtype)
+    return (out, info) if return_info else out
+
+
+def _amax0(t: torch.Tensor) -> torch.Tensor:
+    """``t.amax()``, 0 for an empty ``t`` (an empty batch)."""
+    return t.amax() if t.numel() else torch.zeros((), dtype=t.dtype, device=t.device)
+
+
+def _shaped(info: SinkhornInfo, batch: torch.Size, longest: int | None) -> SinkhornInfo:
+    """The flat ``(M, ...)`` report in the batch shape, errors cut to ``longest`` iterations."""
+    errors = info.errors if longest is None else info.errors[..., :longest]
+    return SinkhornInfo(
+        residual=info.residual.reshape(batch),
+        n_iters=info.n_iters.reshape(batch),
+        converged=info.converged.reshape(batch),
+        errors=errors.reshape(batch + errors.shape[-1:]),
+        threshold=info.threshold,
+        f=None if info.f is None else info.f.reshape(batch + info.f.shape[-1:]),
+        g=None if info.g is None else info.g.reshape(batch + info.g.shape[-1:]),
+    )
+
+
+def _from_scalings(
+    flat: torch.Tensor,
+    sc: _Scaled,
+    stops: torch.Tensor | None,
+    unroll: bool,
+    implicit: bool,
+    plan: bool,
+) -> torch.Tensor:
+    """``log P`` (``P`` with ``plan``), ``(M, N, N)``, from the scalings, with its gradient:
+    unrolled (hand-written backward), implicit, or none."""
+    a, b = sc.a_fin, sc.b_fin
+    if unroll:
+        out = _UnrolledScaled.apply(flat, sc.c, sc.a, sc.b, stops, a, b)
+        return out.exp() if plan else out
+    with torch.no_grad():  # in place in K: the plan needs no log and no exp over N x N
+        if plan:
+            out = sc.k.mul_(a.unsqueeze(-1)).mul_(b.unsqueeze(-2))
+        else:
+            out = _log_plan(flat.detach(), sc.c, a, b, out=sc.k)
+    return _ImplicitGrad.apply(flat, out, plan) if implicit else out
 
 
 def sinkhorn(
@@ -529,6 +970,8 @@ def sinkhorn(
     tol: float | None = None,
     backward: Backward = "unroll",
     return_info: bool = False,
+    *,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     """The Sinkhorn operator ``S(log_alpha / tau)``: ``exp`` of :func:`log_sinkhorn`.
 
@@ -536,5 +979,5 @@ def sinkhorn(
     doubly stochastic matrix in ``log_alpha``'s dtype (and the info with ``return_info``).
     """
     return _log_sinkhorn(
-        log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, plan=True
+        log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, plan=True, init=init
     )

@@ -1,3 +1,4 @@
+import importlib
 import math
 import warnings
 
@@ -61,7 +62,8 @@ def entropic_objective(p: np.ndarray, x: np.ndarray, tau: float) -> float:
 
 @pytest.mark.parametrize("n,tau,seed", [(3, 1.0, 0), (3, 0.5, 1), (4, 0.5, 2), (4, 2.0, 3)])
 def test_theorem1_maximizes_entropic_objective(n, tau, seed):
-    """Theorem 1 of 000: S(X/tau) maximizes <P, X> + tau H(P) over doubly stochastic P."""
+    """Theorem 1 of Mena et al. (mena2017sinkhorn): S(X/tau) maximizes <P, X> + tau H(P) over
+    doubly stochastic P."""
     x = random_scores(seed, (n, n))
     p = sinkhorn(x, tau=tau, n_iters=10_000, tol=1e-12).numpy()
     xn = x.numpy()
@@ -129,7 +131,7 @@ def test_info_with_fixed_unrolling():
 
 
 @pytest.mark.parametrize("eps", [1e-2, 1e-4, 1e-6])
-def test_epsilon_matrices_of_003_appendix_d(eps):
+def test_epsilon_matrices_of_hste_appendix_d(eps):
     """[[e,1,e],[1,e,1],[e,1,e]] plateaus: not converged after a few iterations, then converges."""
     a = torch.tensor([[eps, 1, eps], [1, eps, 1], [eps, 1, eps]], dtype=torch.float64)
     with pytest.warns(ConvergenceWarning, match="1 of 1"):
@@ -210,7 +212,8 @@ def test_implicit_and_unrolled_gradients_agree_at_convergence(tau):
 @pytest.mark.parametrize("tau,scale", [(0.1, 3.0), (0.01, 10.0), (1e-4, 1000.0)])
 def test_implicit_gradient_is_finite_even_when_p_is_nearly_a_permutation(dtype, tau, scale):
     x = random_scores(8, (4, 20, 20), dtype=dtype, scale=scale).requires_grad_()
-    p = sinkhorn(x, tau=tau, n_iters=20, backward="implicit")
+    with pytest.warns(ConvergenceWarning, match="backward='implicit'"):  # 20 iterations: far off
+        p = sinkhorn(x, tau=tau, n_iters=20, backward="implicit")
     (p * random_scores(9, (4, 20, 20), dtype=dtype)).sum().backward()
     assert torch.isfinite(x.grad).all()
 
@@ -314,3 +317,273 @@ def test_range_check_of_the_scaling_domain_agrees_on_host_and_device():
         assert host == tensor
         outcomes.add(host)
     assert outcomes == {True, False}
+
+
+# --- The convergence report and the tolerance stop on the fast path (issue 10, item 4) -------
+
+sinkhorn_module = importlib.import_module("permlib.sinkhorn")
+
+
+def _log_loop(x, n_iters, tol, record=True, init=None):
+    """The log-domain loop of permlib (the fallback), for comparison with the scaling path."""
+    return sinkhorn_module._solve(x, n_iters, tol, record, init)
+
+
+def test_tolerance_stop_on_the_scaling_path_equals_the_log_domain_loop(device):
+    """Per-item stops, report, potentials and unrolled gradients equal the log loop's to
+    rounding (float64), though the fast path checks convergence only once per block."""
+    scale = torch.tensor([0.1, 0.5, 1, 2, 3, 4.0]).view(6, 1, 1)
+    x = (random_scores(31, (6, 12, 12)) * scale).to(device)
+    w = random_scores(32, (6, 12, 12)).to(device)
+    xg = x.clone().requires_grad_()
+    log_p, info = log_sinkhorn(xg, tau=1.0, n_iters=5000, tol=1e-9, return_info=True)
+    xr = x.clone().requires_grad_()
+    ref = _log_loop(xr, 5000, 1e-9)
+    assert info.n_iters.min() < info.n_iters.max()  # the items stopped at different iterations
+    assert torch.equal(info.n_iters, ref.info.n_iters)
+    assert torch.equal(info.converged, ref.info.converged)
+    assert info.errors.shape == ref.info.errors.shape == (6, int(info.n_iters.max()))
+    for ours, theirs in [
+        (log_p, ref.log_p),
+        (info.errors, ref.info.errors),
+        (info.residual, ref.info.residual),
+        (info.f, ref.info.f),
+        (info.g, ref.info.g),
+    ]:
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
+    (log_p.exp() * w).sum().backward()
+    (ref.log_p.exp() * w).sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_iters", [1, 2, 8, 9, 20])
+def test_report_of_fixed_unrolling_equals_the_log_domain_loop(device, n_iters):
+    x = random_scores(33, (4, 9, 9)).to(device)
+    log_p, info = log_sinkhorn(x, tau=0.3, n_iters=n_iters, return_info=True)
+    ref = _log_loop(x / 0.3, n_iters, None)
+    torch.testing.assert_close(log_p, ref.log_p, rtol=0, atol=1e-10)
+    assert info.errors.shape == ref.info.errors.shape == (4, n_iters)
+    torch.testing.assert_close(info.errors, ref.info.errors, rtol=0, atol=1e-10)
+    torch.testing.assert_close(info.residual, ref.info.residual, rtol=0, atol=1e-10)
+    assert (info.n_iters == n_iters).all()
+    # the potentials describe the result: log P = x / tau + f 1^T + 1 g^T
+    rebuilt = x / 0.3 + info.f.unsqueeze(-1) + info.g.unsqueeze(-2)
+    torch.testing.assert_close(rebuilt, log_p, rtol=0, atol=1e-10)
+
+
+def test_report_and_tolerance_on_the_fallback_loop_too():
+    """Scores that force the log-domain loop give the same kind of report, potentials included."""
+    x = random_scores(34, (3, 20, 20), scale=1e3)
+    with pytest.warns(ConvergenceWarning):
+        log_p, info = log_sinkhorn(x, tau=0.01, n_iters=30, tol=1e-6, return_info=True)
+    ref = _log_loop(x / 0.01, 30, 1e-6)
+    torch.testing.assert_close(log_p, ref.log_p, rtol=0, atol=0)
+    torch.testing.assert_close(info.f, ref.info.f, rtol=0, atol=0)
+    rebuilt = x / 0.01 + info.f.unsqueeze(-1) + info.g.unsqueeze(-2)
+    torch.testing.assert_close(rebuilt, log_p, rtol=0, atol=1e-9)
+
+
+def test_a_late_convergence_check_changes_nothing(monkeypatch):
+    """Checking for 'every item stopped' once per block instead of every iteration (as on an
+    accelerator) freezes converged items, so results and report are the same."""
+    x = random_scores(35, (5, 8, 8)) * torch.tensor([0.1, 0.5, 1, 2, 3]).view(5, 1, 1)
+    every_iteration = _log_loop(x, 5000, 1e-9)
+    monkeypatch.setattr(sinkhorn_module, "_sync_every", lambda device: 8)
+    per_block = _log_loop(x, 5000, 1e-9)
+    assert torch.equal(every_iteration.log_p, per_block.log_p)
+    assert torch.equal(every_iteration.info.errors, per_block.info.errors)
+    assert torch.equal(every_iteration.info.n_iters, per_block.info.n_iters)
+
+
+@pytest.mark.parametrize("plan", [True, False])
+def test_warm_start_from_a_converged_solution_converges_in_one_iteration(device, plan):
+    x = random_scores(36, (4, 10, 10)).to(device)
+    fn = sinkhorn if plan else log_sinkhorn
+    cold, info = fn(x, tau=0.5, n_iters=5000, tol=1e-10, return_info=True)
+    assert info.converged.all() and (info.n_iters > 5).all()
+    warm, again = fn(x, tau=0.5, n_iters=5000, tol=1e-10, return_info=True, init=info.potentials)
+    assert (again.n_iters == 1).all() and again.converged.all()
+    torch.testing.assert_close(warm, cold, rtol=0, atol=1e-9)
+    # the scores moved a little: the warm start still helps
+    y = x + 0.01 * random_scores(37, x.shape).to(device)
+    _, moved = fn(y, tau=0.5, n_iters=5000, tol=1e-10, return_info=True, init=info.potentials)
+    _, fresh = fn(y, tau=0.5, n_iters=5000, tol=1e-10, return_info=True)
+    assert (moved.n_iters < fresh.n_iters).all()
+
+
+def test_warm_start_gives_the_log_domain_loop_started_there():
+    """A warm start is the loop started from those potentials, on both paths, any gauge."""
+    x = random_scores(38, (3, 7, 7))
+    f = random_scores(39, (3, 7))
+    g = random_scores(40, (3, 7)) + 50.0  # a large gauge offset changes nothing
+    ours, info = log_sinkhorn(x, n_iters=6, init=(f, g), return_info=True)
+    ref = _log_loop(x, 6, None, init=(f, g))
+    torch.testing.assert_close(ours, ref.log_p, rtol=0, atol=1e-10)
+    torch.testing.assert_close(info.g, ref.info.g, rtol=0, atol=1e-10)
+    # broadcast potentials: one g for the whole batch
+    ours_b = log_sinkhorn(x, n_iters=6, init=(f[0], g[0]))
+    ref_b = _log_loop(x, 6, None, init=(f[0].expand(3, 7), g[0].expand(3, 7)))
+    torch.testing.assert_close(ours_b, ref_b.log_p, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "init,exc,msg",
+    [
+        ((torch.zeros(3),), TypeError, "init must be a pair"),
+        (torch.zeros(2, 3), TypeError, "init must be a pair"),
+        ((torch.zeros(3), torch.zeros(4)), ValueError, r"init\[1\] \(g\) must have shape"),
+        ((torch.zeros(2, 3), torch.zeros(3)), ValueError, r"init\[0\] \(f\) must have shape"),
+        ((torch.zeros(3), torch.zeros(3, dtype=torch.int64)), TypeError, "floating dtype"),
+        ((torch.zeros(3), torch.tensor([0.0, math.nan, 0.0])), ValueError, r"init\[1\]"),
+        ((torch.tensor([math.inf, 0.0, 0.0]), torch.zeros(3)), ValueError, r"init\[0\]"),
+    ],
+)
+def test_bad_init_is_rejected_naming_it(init, exc, msg):
+    with pytest.raises(exc, match=msg):
+        sinkhorn(torch.zeros(3, 3), init=init)
+
+
+def test_empty_batch_gives_empty_results_and_report():
+    x = torch.zeros(0, 4, 4)
+    for kwargs in ({}, {"tol": 1e-6}, {"return_info": True}):
+        out = sinkhorn(x, **kwargs)
+        p = out[0] if isinstance(out, tuple) else out
+        assert p.shape == (0, 4, 4)
+    _, info = log_sinkhorn(x, tol=1e-6, return_info=True)
+    assert info.residual.shape == info.n_iters.shape == (0,) and info.all_converged
+    assert info.f.shape == info.g.shape == (0, 4)
+
+
+# --- The implicit backward (issue 10 item 4, issue 11 items 2 and 3) ------------------------
+
+
+@pytest.mark.parametrize("plan", [True, False])
+def test_implicit_gradcheck_of_both_outputs(plan):
+    x = random_scores(41, (2, 5, 5)).requires_grad_()
+    fn = sinkhorn if plan else log_sinkhorn
+    assert torch.autograd.gradcheck(
+        lambda t: fn(t, tau=0.6, n_iters=10_000, tol=1e-13, backward="implicit"), (x,), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_implicit_gradient_agrees_with_unrolled_at_convergence(device, dtype):
+    """The conjugate-gradient adjoint solve, in the input dtype, at N = 60."""
+    x = random_scores(42, (3, 60, 60), dtype=dtype).to(device)
+    w = random_scores(43, (3, 60, 60), dtype=dtype).to(device)
+    grads = {}
+    for mode in ("unroll", "implicit"):
+        xg = x.clone().requires_grad_()
+        p = sinkhorn(xg, tau=0.5, n_iters=500, tol=1e-7 if dtype == torch.float32 else 1e-12,
+                     backward=mode)
+        (p * w).sum().backward()
+        grads[mode] = xg.grad
+    scale = grads["unroll"].abs().max()
+    rel = 1e-4 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(grads["implicit"], grads["unroll"], rtol=0, atol=rel * scale)
+
+
+def test_implicit_backward_on_an_unconverged_forward_warns():
+    """Issue 11 item 2: tau = 0.01, N = 100, 20 iterations is far from the fixed point."""
+    x = random_scores(44, (2, 100, 100), dtype=torch.float32).requires_grad_()
+    with pytest.warns(ConvergenceWarning, match="backward='implicit' differentiates the fixed"):
+        sinkhorn(x, tau=0.01, n_iters=20, backward="implicit")
+    with pytest.warns(ConvergenceWarning, match="tol=0.0001.*backward='implicit'"):
+        sinkhorn(x, tau=0.01, n_iters=20, tol=1e-4, backward="implicit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sinkhorn(x, tau=1.0, n_iters=50, backward="implicit")  # converged: silent
+        with torch.no_grad():
+            sinkhorn(x, tau=0.01, n_iters=20, backward="implicit")  # no gradient: silent
+        sinkhorn(x, tau=0.01, n_iters=20, backward="unroll")  # exact gradient of 20 iterations
+
+
+@pytest.mark.parametrize("plan", [True, False])
+def test_double_backward_through_implicit_raises(plan):
+    """Issue 11 item 3: second derivatives through backward='implicit' are not silently wrong."""
+    x = random_scores(45, (2, 4, 4)).requires_grad_()
+    fn = sinkhorn if plan else log_sinkhorn
+    out = fn(x, tau=0.7, n_iters=2000, tol=1e-12, backward="implicit")
+    w = random_scores(46, (2, 4, 4))
+    with pytest.raises(RuntimeError, match="second derivatives through backward='implicit'"):
+        torch.autograd.grad((out * w).sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad((out * w).sum(), x)  # first derivatives still work
+    assert torch.isfinite(grad).all()
+
+
+def test_unrolled_second_derivatives_with_tolerance_stops():
+    """The unrolled path with per-item stops stays twice differentiable (gradgradcheck)."""
+    x = (random_scores(47, (2, 4, 4)) * torch.tensor([0.3, 2.0]).view(2, 1, 1)).requires_grad_()
+
+    def f(t):
+        return sinkhorn(t, tau=1.0, n_iters=200, tol=1e-6)
+
+    _, info = sinkhorn(x.detach(), tau=1.0, n_iters=200, tol=1e-6, return_info=True)
+    assert info.n_iters[0] != info.n_iters[1]
+    assert torch.autograd.gradgradcheck(f, (x,))
+
+
+# --- Host synchronisations (issue 10 item 3) -------------------------------------------------
+
+
+class _HostReads:
+    """Counts the tensor-to-host reads (``bool``, ``item``, ``tolist``) made inside a block."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in ("__bool__", "item", "tolist"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(t, *args, _original=original, **kwargs):
+                self.count += 1
+                return _original(t, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    """Run the CUDA way on the CPU: checks deferred to one host read, loops ask every 8 steps."""
+    monkeypatch.setattr(sinkhorn_module, "_defers", lambda device: True)
+    monkeypatch.setattr(sinkhorn_module, "_sync_every", lambda device: 8)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    "kwargs,reads",
+    [
+        ({}, 1),
+        ({"return_info": True}, 1),
+        ({"backward": "implicit"}, 1 + 1 + 60 // 8),  # + the CG's checks, once per 8 steps
+        ({"tol": 1e-30}, 1 + 20 // 8),  # + one check per block of 8 iterations
+    ],
+)
+def test_the_fast_path_reads_the_device_once_per_call_or_block(deferred, kwargs, reads):
+    x = random_scores(48, (4, 30, 30), dtype=torch.float32).requires_grad_()
+    w = random_scores(49, (4, 30, 30), dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        counter = _HostReads(deferred)
+        out = sinkhorn(x, n_iters=20, **kwargs)
+        p = out[0] if isinstance(out, tuple) else out
+        forward_reads = counter.count
+        torch.autograd.grad((p * w).sum(), x)
+    assert 1 <= forward_reads <= (1 if "tol" not in kwargs else reads)
+    assert counter.count <= reads
+
+
+def test_deferred_checks_still_reject_bad_input_and_fall_back(deferred):
+    """With the checks deferred (the CUDA way) NaN/inf still raise naming the argument, scores
+    that overflow float32 are upcast, and out-of-range scalings take the log-domain loop."""
+    for bad in (math.nan, math.inf, -math.inf):
+        x = torch.randn(3, 5, 5)
+        x[1, 2, 3] = bad
+        with pytest.raises(ValueError, match="log_alpha contains invalid numeric entries"):
+            sinkhorn(x, tol=1e-6)
+        with pytest.raises(ValueError, match=r"init\[1\] \(g\) contains invalid"):
+            sinkhorn(torch.randn(3, 5, 5), init=(torch.zeros(5), x[1, 2]))
+    big = torch.tensor([[3e38, -3e38], [-3e38, 3e38]])
+    assert torch.equal(sinkhorn(big, tau=1e-4), torch.eye(2))
+    x = random_scores(50, (3, 20, 20), scale=1e3)
+    ref = _log_loop(x / 0.01, 30, None, record=False).log_p
+    torch.testing.assert_close(log_sinkhorn(x, tau=0.01, n_iters=30), ref, rtol=0, atol=0)
