@@ -3,7 +3,7 @@
 Adding i.i.d. Gumbel noise ``eps`` to log-potentials ``X`` and taking the exact matching gives a
 sample from the Gumbel-Matching distribution ``G.M.(X) = M(X + eps)``; replacing the matching by the
 Sinkhorn operator gives its relaxation, ``G.S.(X, tau) = S((X + eps) / tau)``, which tends to
-``M(X + eps)`` as ``tau -> 0`` (Mena et al., 2018, ``mena2018learning``, section 3).
+``M(X + eps)`` as ``tau -> 0`` (Mena et al., 2018, ``mena2018learning``).
 """
 
 from __future__ import annotations

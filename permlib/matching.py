@@ -1,7 +1,7 @@
 """Exact linear assignment M(X): the tau -> 0 limit of the Sinkhorn operator.
 
 ``matching(scores)`` returns, for each ``(N, N)`` matrix of a batch, the permutation that maximizes
-``sum_i scores[i, perm[i]]`` (Mena et al., 2017, ``mena2017sinkhorn``, eq. 3). The solving is done
+``sum_i scores[i, perm[i]]`` (Mena et al., 2017, ``mena2017sinkhorn``, eq. 2). The solving is done
 by real assignment solvers, never by a hand-written Hungarian algorithm: lapx's multi-threaded
 batched Jonker-Volgenant (``lapjvr_batch``), or scipy's ``linear_sum_assignment`` one matrix at a
 time. Index tensors and permutation matrices are converted by :mod:`permlib.permutations`.
