@@ -110,8 +110,15 @@ class SortingNetwork(nn.Module):
 
     def log_alpha(self, x: torch.Tensor) -> torch.Tensor:
         """Log-potentials ``(B, N) -> (B, N, N)``; row ``i`` is ``g2(relu(g1(x_i)))``."""
-        if x.shape[-1] != self.n:
-            raise ValueError(f"expected lists of {self.n} numbers, got shape {tuple(x.shape)}")
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != self.n:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be lists of {self.n} numbers (..., {self.n}), got {shape}")
+        weight = self.g1.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(
+                f"x is {x.dtype} on {x.device} but the network is {weight.dtype} on "
+                f"{weight.device}: convert one (e.g. x.to(net.g1.weight) or net.to(x.dtype))"
+            )
         return self.g2(torch.relu(self.g1(x.unsqueeze(-1))))
 
     def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -80,3 +80,13 @@ def test_runs_on_each_device(device, generator):
     loss = net.loss(batch.x, batch.x_sorted, generator=noise)
     loss.backward()
     assert net.predict(batch.x).device.type == device.type
+
+
+def test_input_dtype_and_device_checked(generator):
+    net = SortingNetwork(5, generator=generator)
+    with pytest.raises(TypeError, match="x is torch.float64"):
+        net.log_alpha(torch.rand(2, 5, dtype=torch.float64))
+    double = SortingNetwork(5, generator=generator).double()
+    assert double.log_alpha(torch.rand(2, 5, dtype=torch.float64)).dtype == torch.float64
+    with pytest.raises(ValueError, match="x must be lists of 5"):
+        net.log_alpha(torch.rand(2, 4))
