@@ -21,6 +21,7 @@ __all__ = [
     "check_same_device",
     "check_same_shape",
     "check_tensor",
+    "extremes",
     "finite_range",
 ]
 
@@ -31,16 +32,30 @@ def check_tensor(x: object, name: str) -> torch.Tensor:
     return x
 
 
+def extremes(x: torch.Tensor) -> torch.Tensor:
+    """``(2,)`` tensor ``[min, max]`` of a floating tensor, on its device, without a host read.
+
+    One fused reduction that makes no temporaries (``aminmax`` propagates NaN, and an infinite
+    entry makes one of the two infinite), several times cheaper than ``isfinite(x).all()`` on
+    large tensors. Device code (CUDA) can fold this into one combined check per call instead of
+    synchronizing here; :func:`finite_range` reads it on the host. Empty tensors give zeros.
+    """
+    if not x.numel():
+        return torch.zeros(2, dtype=x.dtype, device=x.device)
+    lo, hi = x.detach().aminmax()
+    return torch.stack([lo, hi])
+
+
 def finite_range(x: torch.Tensor, name: str) -> tuple[float, float]:
     """``(min, max)`` of a floating tensor, rejecting NaN and +-inf entries.
 
-    Two reductions that make no temporaries (``amin``/``amax`` propagate NaN, and an infinite
-    entry makes one of them infinite), several times cheaper than ``isfinite(x).all()`` on large
-    tensors. Empty and meta tensors give ``(0.0, 0.0)``. The message follows scipy's wording.
+    :func:`extremes` read on the host (one transfer; on CUDA a synchronization, which
+    :func:`permlib.log_sinkhorn` avoids by deferring its checks). Empty and meta tensors give
+    ``(0.0, 0.0)``. The message follows scipy's wording.
     """
     if x.device.type == "meta" or not x.numel():  # nothing to inspect
         return 0.0, 0.0
-    lo, hi = torch.stack([x.detach().amin(), x.detach().amax()]).tolist()
+    lo, hi = extremes(x).tolist()
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} contains invalid numeric entries (NaN or inf)")
     return lo, hi

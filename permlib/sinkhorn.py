@@ -28,6 +28,7 @@ from permlib._checks import (
     check_positive_int,
     check_positive_real,
     check_tensor,
+    extremes,
     finite_range,
 )
 
@@ -849,8 +850,7 @@ def _log_sinkhorn(
     defer = not eager and _defers(x.device) and x.numel() > 0
     bad = None
     if defer:  # one device flag instead of a sync: non-finite input or overflow of x / tau
-        parts = [log_alpha.detach().aminmax()] + [t.aminmax() for t in pot or ()]
-        ext = torch.stack([v.to(x.dtype) for pair in parts for v in pair])
+        ext = torch.cat([extremes(t).to(x.dtype) for t in (log_alpha, *(pot or ()))])
         big = torch.finfo(x.dtype).max / 16
         bad = ~torch.isfinite(ext).all() | (ext[:2].abs().amax() / tau > big)
     else:

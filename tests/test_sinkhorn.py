@@ -21,8 +21,8 @@ def random_scores(seed: int, shape, dtype=torch.float64, scale=1.0):
 
 @pytest.mark.parametrize("tau", [1.0, 0.1])
 @pytest.mark.parametrize("n_iters", [1, 7, 20])
-def test_fixed_unrolling_matches_textbook_loop(tau, n_iters):
-    x = random_scores(0, (3, 2, 6, 6))
+def test_fixed_unrolling_matches_textbook_loop(device, tau, n_iters):
+    x = random_scores(0, (3, 2, 6, 6)).to(device)
     ours = log_sinkhorn(x, tau=tau, n_iters=n_iters)
     ref = reference_log_sinkhorn(x / tau, n_iters)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
@@ -195,9 +195,9 @@ def test_implicit_gradcheck():
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.3])
-def test_implicit_and_unrolled_gradients_agree_at_convergence(tau):
-    x = random_scores(6, (3, 7, 7))
-    w = random_scores(7, (3, 7, 7))
+def test_implicit_and_unrolled_gradients_agree_at_convergence(device, tau):
+    x = random_scores(6, (3, 7, 7)).to(device)
+    w = random_scores(7, (3, 7, 7)).to(device)
     grads = {}
     for mode in ("unroll", "implicit"):
         xi = x.clone().requires_grad_()
@@ -247,13 +247,13 @@ def test_floored_logsumexp_matches_torch(dtype, scale):
     ("tau", "scale"),
     [(1.0, 1.0), (0.1, 3.0), (1.0, 50.0), (0.01, 1e3)],  # the last ones fall back to the log loop
 )
-def test_plan_and_log_plan_match_textbook_loop_with_and_without_grad(dtype, tau, scale):
+def test_plan_and_log_plan_match_textbook_loop_with_and_without_grad(device, dtype, tau, scale):
     """The scaling-domain paths (plan in place in K, log plan into K, hand-written backward) and
     the log-domain fallback all equal the textbook loop, values and gradients."""
-    x = random_scores(21, (3, 30, 30), dtype=dtype, scale=scale)
+    x = random_scores(21, (3, 30, 30), dtype=dtype, scale=scale).to(device)
     ref_in = x.detach().double().clone().requires_grad_()
     ref = reference_log_sinkhorn(ref_in / tau, 12)
-    w = random_scores(22, x.shape, dtype=torch.float64)
+    w = random_scores(22, x.shape, dtype=torch.float64).to(device)
     (ref.exp() * w).sum().backward()
     # rounding x / tau costs eps * max|x / tau| in every log-potential (float32 at scale 1e5)
     extent = x.abs().max().item() / tau
@@ -285,10 +285,10 @@ def test_sinkhorn_does_not_modify_its_input():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-def test_finite_range_rejects_nan_and_inf_anywhere(bad, dtype):
+def test_finite_range_rejects_nan_and_inf_anywhere(device, bad, dtype):
     from permlib._checks import finite_range
 
-    x = torch.randn(5, 7, 7).to(dtype)
+    x = torch.randn(5, 7, 7).to(dtype).to(device)
     assert finite_range(x, "x") == (x.min().item(), x.max().item())
     for index in [(0, 0, 0), (4, 6, 6), (2, 3, 1)]:
         y = x.clone()
