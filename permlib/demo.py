@@ -8,10 +8,11 @@ problem. The Sinkhorn operator relaxes it; as the temperature falls it approache
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import torch
 
-from permlib import matching, sinkhorn
+from permlib import ConvergenceWarning, matching, sinkhorn
 from permlib.metrics import prop_wrong
 
 
@@ -33,14 +34,19 @@ def main(argv: list[str] | None = None) -> None:
     true_perm = torch.argsort(torch.argsort(x))  # position of each number in sorted order
     print(f"numbers:        {[round(v, 3) for v in x.tolist()]}")
     print(f"sorted (torch): {[round(v, 3) for v in x.sort().values.tolist()]}")
+    print("Each line reads the convergence report (return_info=True), so the demo prints it in\n"
+          "place of the ConvergenceWarning that an unconverged call would otherwise issue.")
     for tau in (1.0, 0.1, 0.01, 0.001):
-        p, info = sinkhorn(scores, tau=tau, n_iters=5000, tol=1e-4, return_info=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # reported on the line below
+            p, info = sinkhorn(scores, tau=tau, n_iters=5000, tol=1e-4, return_info=True)
         soft_positions = p @ torch.arange(args.n, dtype=p.dtype)
         status = "converged" if info.all_converged else "NOT converged"
+        advice = "" if info.all_converged else "; raise n_iters or tau"
         print(
             f"tau={tau:<6g} expected positions {[round(v, 2) for v in soft_positions.tolist()]}"
             f"  ({status} after {info.n_iters.item()} iterations, residual "
-            f"{info.residual.item():.1e})"
+            f"{info.residual.item():.1e}{advice})"
         )
     perm = matching(scores)
     result = torch.empty_like(x).scatter_(0, perm, x)
