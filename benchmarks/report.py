@@ -16,11 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display needed; the book embeds the figure's PNG
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 __all__ = [
     "PEERS",
@@ -28,6 +25,7 @@ __all__ = [
     "accuracy_table",
     "bandwidth_numbers",
     "figure",
+    "formatted",
     "latest",
     "load",
     "matching_table",
@@ -45,6 +43,21 @@ __all__ = [
 PEERS = ["textbook loop", "pygmtools", "POT", "OTT-JAX"]
 STAGES = {"fwd": "forward", "fwdbwd": "forward+backward"}
 CONFIG = ["device", "B", "N", "L", "dtype"]
+
+
+def formatted(df: pd.DataFrame, spec: str | dict[str, str], missing: str = "–") -> pd.DataFrame:
+    """A copy of ``df`` with its numbers as text: ``spec`` is a format spec (``".2f"``) for every
+    column or ``{column: spec}`` (columns not named are kept); a trailing ``×`` in a spec is
+    appended to the number (``".2g×"``), and missing values read ``missing``."""
+    specs = spec if isinstance(spec, dict) else dict.fromkeys(df.columns, spec)
+    out = df.copy()
+    for col, sp in specs.items():
+        if col not in out:
+            raise KeyError(f"spec names column {col!r}, which the table does not have")
+        suffix = "×" if sp.endswith("×") else ""
+        fmt = sp.removesuffix("×")
+        out[col] = [missing if pd.isna(x) else f"{x:{fmt}}{suffix}" for x in out[col]]
+    return out
 
 
 def load(path: str | Path) -> dict:

@@ -16,7 +16,7 @@ Steps (all output under ``_build/``, nothing in the source tree is modified):
 3. ``jupyter-book build _build/src --path-output . -W -n --keep-going`` writes
    ``_build/html`` (warnings are errors). Jupyter Book does not re-execute.
 
-Usage: ``python scripts/build_book.py [--mode ci|full] [--force] [--no-html]``
+Usage: ``python scripts/build_book.py [--mode ci|full] [--force] [--no-html] [--only CHAPTER]``
 (``make book`` and ``make book MODE=full`` call it).
 """
 
@@ -202,8 +202,9 @@ def toc_notebooks() -> list[Path]:
     return [ROOT / f"{f}.md" for f in entries]
 
 
-def execute(mode: str, force: bool) -> list[str]:
-    """Execute the notebooks that changed; return the names of those that failed."""
+def execute(mode: str, force: bool, only: list[str] | None = None) -> list[str]:
+    """Execute the notebooks that changed (of ``only``, chapter names, if given); return the names
+    of those that failed."""
     import jupytext
     import nbformat
     import papermill
@@ -212,6 +213,9 @@ def execute(mode: str, force: bool) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = toc_notebooks()
     names = {s.stem for s in sources}
+    unknown = set(only or ()) - names
+    if unknown:
+        raise SystemExit(f"--only: not a chapter of _toc.yml: {sorted(unknown)}")
     for stale in out_dir.glob("*"):  # notebooks that were removed from notebooks/
         if stale.stem.split(".")[0] not in names:
             stale.unlink()
@@ -221,6 +225,8 @@ def execute(mode: str, force: bool) -> list[str]:
     if timing_file.exists():
         timings = json.loads(timing_file.read_text())
     for src in sources:
+        if only and src.stem not in only:
+            continue
         out = out_dir / f"{src.stem}.ipynb"
         stamp = out_dir / f"{src.stem}.stamp"
         why = "--force" if force else stale_reason(src, mode, stamp)
@@ -279,10 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["ci", "full"], default=os.environ.get("MODE", "ci"))
     parser.add_argument("--force", action="store_true", help="re-execute every notebook")
     parser.add_argument("--no-html", action="store_true", help="execute only")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="CHAPTER",
+        help="execute only this chapter (e.g. performance; repeatable); implies --no-html",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     stage()
-    failed = execute(args.mode, args.force)
+    failed = execute(args.mode, args.force, args.only)
     if failed:
         print(
             f"[book] notebooks with failing cells: {', '.join(failed)} "
@@ -290,12 +302,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if not args.no_html:
+    if not (args.no_html or args.only):
         rc = build_html()
         if rc != 0:
             print("[book] jupyter-book build failed (warnings are errors)", file=sys.stderr)
             return rc
-    print(f"[book] done in {time.perf_counter() - t0:.0f} s: {BUILD / 'html' / 'index.html'}")
+    done = "executed" if args.only or args.no_html else str(BUILD / "html" / "index.html")
+    print(f"[book] done in {time.perf_counter() - t0:.0f} s: {done}")
     return 0
 
 

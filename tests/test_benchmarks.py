@@ -332,3 +332,16 @@ def test_report_reads_the_recorded_files(tmp_path):
     for path in Path(report.__file__).parent.joinpath("results").glob("bench_*_*.json"):
         bench = report.load(path)  # the recorded files: every table builds
         assert len(report.speed_table(bench)) == 2 and report.numbers(bench)["targets"] > 0
+
+
+def test_report_formatted_tables_are_text():
+    import pandas as pd
+
+    from benchmarks import report
+
+    df = pd.DataFrame({"a": [1.2345, float("nan")], "b": [12.0, 0.5]})
+    out = report.formatted(df, {"a": ".2f", "b": ".2g×"})
+    assert out.to_dict("list") == {"a": ["1.23", "–"], "b": ["12×", "0.5×"]}
+    assert report.formatted(df, ".1e")["b"].tolist() == ["1.2e+01", "5.0e-01"]
+    with pytest.raises(KeyError, match="'c'"):
+        report.formatted(df, {"c": ".1f"})

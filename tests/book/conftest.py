@@ -37,6 +37,15 @@ def require_build() -> None:
         pytest.skip(msg)
 
 
+def require_executed(name: str) -> None:
+    """Skip locally when the chapter was not executed (`scripts/build_book.py --only NAME`)."""
+    if not (EXECUTED / f"{name}.ipynb").exists():
+        msg = f"{name} was not executed: run `make book` (or build_book.py --only {name})"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 @pytest.fixture(scope="session")
 def html_dir() -> Path:
     require_build()
