@@ -147,8 +147,9 @@ def _solve(
     ``init`` gives the starting potentials ``(f, g)`` (``(..., N)`` each; only ``g`` enters the
     first row step). ``stops`` (``(...)`` int64, replay of :func:`_scalings`' per-item stops)
     freezes each item after its own number of iterations instead of ``tol``. Items that
-    converged are frozen (masked), so when the loop notices that every item has stopped (each
-    iteration on the CPU, every :data:`_CHECK_EVERY` elsewhere) does not change the result.
+    converged are frozen (masked), so how often the loop asks the host whether every item has
+    stopped (each iteration on the CPU, every :data:`_CHECK_EVERY` elsewhere, where asking is a
+    sync) does not change the result.
     """
     batch, n = x.shape[:-2], x.shape[-1]
     zeros = torch.zeros(batch + (n,), dtype=x.dtype, device=x.device)
@@ -174,7 +175,6 @@ def _solve(
                 errors.append(err)
                 if it % every == 0 and not bool(active.any()):
                     break
-                # (a later check finds what an earlier one would have: frozen items stay put)
             else:
                 errors.append(err)
         if stops is not None:
@@ -513,8 +513,9 @@ class _UnrolledScaled(torch.autograd.Function):
         n_iters, m, n = a.shape
         if torch.is_grad_enabled():  # double backward: differentiate the plain loop
             with torch.enable_grad():
-                g0 = b[0].log()
-                out = _solve(x, n_iters, None, False, init=(g0, g0), stops=stops).log_p
+                g0 = b[0].log()  # the warm start (up to a gauge shift, which cancels)
+                start = (torch.zeros_like(g0), g0)
+                out = _solve(x, n_iters, None, False, init=start, stops=stops).log_p
                 (grad_x,) = torch.autograd.grad(out, x, grad, create_graph=True)
             return grad_x, None, None, None, None, None, None
         k = torch.sub(x, c).exp_()
@@ -685,12 +686,11 @@ def _check_init(
             raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
         if t.device != log_alpha.device:
             raise ValueError(f"{name} is on {t.device} but log_alpha is on {log_alpha.device}")
-        try:
-            torch.broadcast_shapes(tuple(t.shape), want)
-            ok = len(t.shape) >= 1 and t.shape[-1] == want[-1]
+        try:  # (..., N), broadcastable to log_alpha's batch shape
+            fits = t.dim() >= 1 and torch.broadcast_shapes(tuple(t.shape), want) == want
         except RuntimeError:
-            ok = False
-        if not ok or torch.broadcast_shapes(tuple(t.shape), want) != want:
+            fits = False
+        if not fits:
             raise ValueError(
                 f"{name} must have shape {want} (log_alpha's batch shape and N), got "
                 f"{tuple(t.shape)}"

@@ -587,3 +587,17 @@ def test_deferred_checks_still_reject_bad_input_and_fall_back(deferred):
     x = random_scores(50, (3, 20, 20), scale=1e3)
     ref = _log_loop(x / 0.01, 30, None, record=False).log_p
     torch.testing.assert_close(log_sinkhorn(x, tau=0.01, n_iters=30), ref, rtol=0, atol=0)
+
+
+def test_convergence_benchmark_reports_ratios_against_fixed_unrolling():
+    """benchmarks/convergence.py at a toy size: every variant timed, ratios against 'fixed'."""
+    from benchmarks.convergence import format_table, measure
+
+    result = measure(B=2, N=5, L=3, dtype=torch.float64, reps=2, memory_iters=())
+    rows = {r["method"]: r for r in result["timing"]}
+    assert set(rows) == {"fixed", "tol", "return_info", "implicit"}
+    assert rows["fixed"]["ratio_vs_fixed"] == 1.0
+    for r in rows.values():
+        assert r["min_ms"] > 0
+        assert r["ratio_vs_fixed"] == pytest.approx(r["min_ms"] / rows["fixed"]["min_ms"])
+    assert result["memory"] == [] and "return_info" in format_table(result)
