@@ -126,6 +126,15 @@ class SortingConfig:
         train_low, train_high: the training interval.
         seed: seeds the initialization, the training data, the noise and the test data (four
             independent generators).
+        n_samples: Gumbel samples per list (``None``: the method's, 10 for the noisy heads).
+        noise_schedule: ``"constant"`` (the papers) or ``"cosine"`` (the noise scale decays
+            from the method's to 0 over ``n_steps``, like the cosine learning rate).
+        standardize: standardize each list inside the network (see
+            :class:`permlib.nn.SortingNetwork`; not in the papers).
+
+    The last three fields were added after results had been recorded: they enter
+    :meth:`to_dict` (the identity a stored cell is checked against) only when not at their
+    defaults, so the recorded cells stay current.
     """
 
     n: int = 100
@@ -142,29 +151,46 @@ class SortingConfig:
     train_low: float = 0.0
     train_high: float = 1.0
     seed: int = 0
+    n_samples: int | None = None
+    noise_schedule: str = "constant"
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {tuple(METHODS)}, got {self.method!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"
-            )
+        for name in ("lr_schedule", "noise_schedule"):
+            if getattr(self, name) not in ("constant", "cosine"):
+                raise ValueError(
+                    f"{name} must be 'constant' or 'cosine', got {getattr(self, name)!r}"
+                )
         unknown = set(self.test_distributions) - set(TEST_DISTRIBUTIONS)
         if unknown:
             raise ValueError(f"unknown test distributions {sorted(unknown)}")
 
     def to_dict(self) -> dict:
+        """The identity of the run: every field (the later ones only when set) and the head."""
         d = dataclasses.asdict(self)
+        for name, default in _ADDED_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         d["test_distributions"] = list(self.test_distributions)
-        d["head"] = METHODS[self.method]
+        d["head"] = self.head()
         return d
+
+    def head(self) -> dict:
+        """Keyword arguments of the network's head (the method's, with ``n_samples`` set)."""
+        head = dict(METHODS[self.method])
+        if self.n_samples is not None:
+            head["n_samples"] = self.n_samples
+        return head
 
     def build(self, generator: torch.Generator | None = None) -> SortingNetwork:
         """A freshly initialized network for this configuration."""
-        return SortingNetwork(
-            self.n, self.hidden, init=self.init, generator=generator, **METHODS[self.method]
-        )
+        return SortingNetwork(self.n, self.hidden, init=self.init, standardize=self.standardize,
+                              generator=generator, **self.head())  # fmt: skip
+
+
+_ADDED_FIELDS = {"n_samples": None, "noise_schedule": "constant", "standardize": False}
 
 
 #: The tables: training protocol, grid of N and methods, and the paper it reproduces.
@@ -272,6 +298,13 @@ def train(
         )  # fmt: skip
 
     fixed = draw() if config.fixed_train_set else None
+    on_step = None
+    if config.noise_schedule == "cosine":
+        head, noise = model.head, model.head.noise_factor
+
+        def on_step(t: int) -> None:
+            head.noise_factor = noise * 0.5 * (1 + math.cos(math.pi * t / config.n_steps))
+
     return harness.fit(
         model,
         lambda m, b: m.loss(b.x, b.x_sorted, generator=gens["noise"]),
@@ -287,6 +320,7 @@ def train(
         until=until,
         progress=progress,
         desc=f"{config.method} N={config.n}",
+        on_step=on_step,
     )
 
 

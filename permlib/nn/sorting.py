@@ -53,6 +53,10 @@ class SortingNetwork(nn.Module):
             on ``U(0, 1)`` extends to the other test intervals; with random biases a quarter of
             the units start with kinks beyond 1, never train, and scramble the scores outside
             the training interval.
+        standardize: feed ``(x_i - mean(x)) / std(x)`` to g1 instead of ``x_i``, with the mean
+            and standard deviation of each list. Both are symmetric functions of the list, so
+            the network stays permutation equivariant; it becomes invariant to shifting and
+            scaling a list, which sorting is. Not in the papers (off by default).
         generator: CPU generator for the initial weights (instead of the global RNG).
 
     Shape:
@@ -75,6 +79,7 @@ class SortingNetwork(nn.Module):
         tol: float | None = None,
         backward: Backward = "unroll",
         init: Init = "glorot",
+        standardize: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -92,6 +97,7 @@ class SortingNetwork(nn.Module):
         self.g1 = nn.Linear(1, hidden)
         self.g2 = nn.Linear(hidden, n)
         self.init = init
+        self.standardize = bool(standardize)
         self.reset_parameters(generator=generator)
 
     @torch.no_grad()
@@ -119,6 +125,9 @@ class SortingNetwork(nn.Module):
                 f"x is {x.dtype} on {x.device} but the network is {weight.dtype} on "
                 f"{weight.device}: convert one (e.g. x.to(net.g1.weight) or net.to(x.dtype))"
             )
+        if self.standardize:
+            std = x.std(dim=-1, keepdim=True) if self.n > 1 else torch.ones_like(x)
+            x = (x - x.mean(dim=-1, keepdim=True)) / std.clamp_min(torch.finfo(x.dtype).tiny)
         return self.g2(torch.relu(self.g1(x.unsqueeze(-1))))
 
     def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:

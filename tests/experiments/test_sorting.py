@@ -146,3 +146,17 @@ def test_compare_tables_against_paper():
     assert s["ours_only"] == 1 and s["total"] == len(rows) - 1 and s["met"] == 1
     text = harness.markdown_table(rows, ["method", "N", "paper", "ours", "gap"])
     assert text.count("\n") == len(rows) + 1 and "—" in text
+
+
+def test_protocol_variants_train_and_keep_recorded_identities():
+    base = SortingConfig(n=5, n_steps=40, n_test=50, lr_schedule="cosine")
+    assert "noise_schedule" not in base.to_dict()  # recorded cells stay current
+    varied = SortingConfig(n=5, n_steps=40, n_test=50, lr_schedule="cosine",
+                           noise_schedule="cosine", n_samples=4, standardize=True)
+    d = varied.to_dict()
+    assert d["noise_schedule"] == "cosine" and d["head"]["n_samples"] == 4 and d["standardize"]
+    result = train(varied, progress=False)
+    assert result.model.head.noise_factor < 0.01  # annealed to (almost) zero at the last step
+    assert result.model.standardize and result.losses[-1] < result.losses[0]
+    with pytest.raises(ValueError, match="noise_schedule"):
+        SortingConfig(noise_schedule="linear")

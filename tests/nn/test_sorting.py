@@ -90,3 +90,13 @@ def test_input_dtype_and_device_checked(generator):
     assert double.log_alpha(torch.rand(2, 5, dtype=torch.float64)).dtype == torch.float64
     with pytest.raises(ValueError, match="x must be lists of 5"):
         net.log_alpha(torch.rand(2, 4))
+
+
+def test_standardized_network_is_equivariant_and_shift_scale_invariant(generator):
+    net = SortingNetwork(6, standardize=True, generator=generator)
+    x = torch.rand(3, 6, generator=generator)
+    sigma = torch.randperm(6, generator=generator)
+    torch.testing.assert_close(net.log_alpha(x[:, sigma]), net.log_alpha(x)[:, sigma])
+    torch.testing.assert_close(net.log_alpha(7.0 * x + 3.0), net.log_alpha(x), atol=1e-5,
+                               rtol=1e-5)  # fmt: skip
+    assert torch.isfinite(net.log_alpha(torch.full((2, 6), 5.0))).all()  # a constant list

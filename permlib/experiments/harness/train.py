@@ -113,6 +113,7 @@ def fit(
     until: int | None = None,
     progress: bool = True,
     desc: str = "train",
+    on_step: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``n_steps`` optimizer steps; resumable.
 
@@ -133,6 +134,8 @@ def fit(
         until: stop after this step (default ``n_steps``), e.g. to test resuming.
         progress: show a tqdm bar.
         desc: the bar's label.
+        on_step: called with the step index before each step (e.g. to anneal a temperature or
+            a noise scale); it must depend on the step only, so a resumed run matches.
 
     Returns:
         A :class:`FitResult`.
@@ -195,6 +198,8 @@ def fit(
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.showwarning = count
         while step < stop:
+            if on_step is not None:
+                on_step(step)
             batch = batches(step)
             loss = loss_fn(model, batch)
             optimizer.zero_grad(set_to_none=True)

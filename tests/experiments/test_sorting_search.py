@@ -1,0 +1,21 @@
+import pytest
+
+from permlib.experiments import sorting_search
+
+
+def test_search_cells_run_and_summarize(tmp_path, monkeypatch):
+    grid = sorting_search.cells(ns=(4,), seeds=(100, 101), variants=["baseline", "standardize"])
+    assert [c for c, _ in grid][:2] == [{"variant": "baseline", "n": 4, "seed": 100},
+                                         {"variant": "standardize", "n": 4, "seed": 100}]
+    assert grid[1][1].standardize and not grid[0][1].standardize
+    with pytest.raises(ValueError, match="unknown variants"):
+        sorting_search.cells(variants=["nope"])
+    small = [(c, cfg.__class__(**{**cfg.__dict__, "n_steps": 5, "n_test": 10})) for c, cfg in grid]
+    monkeypatch.setattr(sorting_search, "cells", lambda *a, **k: small)  # real cells take minutes
+    data = sorting_search.run((4,), (100, 101), results_dir=tmp_path,
+                              checkpoint_dir=tmp_path / "ck", progress=False)  # fmt: skip
+    assert len(data["cells"]) == 4
+    assert data["cells"][0]["provenance"]["mode"] == "search"
+    table = sorting_search.summary(data)
+    assert list(table.index) == [("baseline", 4), ("standardize", 4)]
+    assert "±" in table.loc[("baseline", 4), "U(0,1)"]
