@@ -531,21 +531,25 @@ class _UnrolledScaled(torch.autograd.Function):
         left_r, right_r = left.unbind(0), right.unbind(0)
         u_in = grad.sum(dim=-1).unsqueeze(-2)
         vbar = grad.sum(dim=-2, keepdim=True)
-        steps = None if stops is None else stops.view(m, 1, 1)
+        if stops is not None:  # per-item masks of all iterations, made once: (L, M, 1, 1)
+            its = torch.arange(n_iters, device=x.device).view(-1, 1, 1, 1)
+            live_b = stops.view(1, m, 1, 1) > its
+            live_r = live_b.to(a.dtype).unbind(0)
+            last_r = (stops.view(1, m, 1, 1) == its + 1).to(a.dtype).unbind(0)
+            live_b = live_b.unbind(0)
         for it in range(n_iters - 1, -1, -1):
             w = torch.mul(b_r[it + 1], vbar, out=right_r[2 * it])
-            if steps is not None:
-                live = steps > it
-                w.mul_(live)
+            if stops is not None:
+                w.mul_(live_r[it])
             ubar = torch.bmm(w, k_t).mul_(a_r[it]).neg_()
-            if steps is not None:
-                ubar.addcmul_(u_in, steps == it + 1)  # G 1 enters at the item's last step
+            if stops is not None:
+                ubar.addcmul_(u_in, last_r[it])  # G 1 enters at the item's last step
             elif it == n_iters - 1:
                 ubar.add_(u_in)
             z = torch.mul(ubar, a_r[it], out=left_r[2 * it + 1])
             if it > 0:
                 back = torch.bmm(z, k).mul_(b_r[it]).neg_()
-                vbar = back if steps is None else torch.where(live, back, vbar)
+                vbar = back if stops is None else torch.where(live_b[it], back, vbar)
         low_rank = torch.bmm(
             left.squeeze(-2).permute(1, 2, 0), right.squeeze(-2).transpose(0, 1)
         )
