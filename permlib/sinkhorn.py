@@ -160,6 +160,7 @@ def _solve(
     track = tol is not None or record
     active = torch.ones(batch, dtype=torch.bool, device=x.device) if tol is not None else None
     spent = torch.zeros(batch, dtype=torch.int64, device=x.device)
+    meta = x.device.type == "meta"  # shapes only: nothing to read on the host
     every = _sync_every(x.device)
     errors: list[torch.Tensor] = []
     done = 0
@@ -173,7 +174,7 @@ def _solve(
                 err = torch.where(active, err, errors[-1]) if errors else err
                 active = active & (err > tol)
                 errors.append(err)
-                if it % every == 0 and not bool(active.any()):
+                if not meta and it % every == 0 and not bool(active.any()):
                     break
             else:
                 errors.append(err)
@@ -202,7 +203,7 @@ def _solve(
     else:
         threshold = float(tol)
         converged = ~active | (residual <= threshold)
-    longest = int(spent.max()) if spent.numel() else 0
+    longest = n_iters if meta else int(spent.max()) if spent.numel() else 0
     err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)[..., :0]
     err_t = err_t[..., :longest]
     if err_t.shape[-1] < longest:  # the last iteration was not followed by a check
@@ -913,11 +914,12 @@ def _log_sinkhorn(
         else:
             solved = _solve(flat, n_iters, tol, track, init_flat)
             out = solved.log_p.exp() if plan else solved.log_p
-        if solved.info is not None:
+        if solved.info is not None and x.device.type != "meta":
             n_bad, worst = (
                 int((~solved.info.converged).sum()),
                 float(_amax0(solved.info.residual)),
             )
+        if solved.info is not None:
             info = _shaped(solved.info, batch, None)
     if n_bad and (tol is not None or implicit):
         total = math.prod(batch)

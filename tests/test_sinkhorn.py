@@ -420,6 +420,12 @@ def test_warm_start_gives_the_log_domain_loop_started_there():
     ref = _log_loop(x, 6, None, init=(f, g))
     torch.testing.assert_close(ours, ref.log_p, rtol=0, atol=1e-10)
     torch.testing.assert_close(info.g, ref.info.g, rtol=0, atol=1e-10)
+    # the unrolled gradient from a warm start (init itself is a constant)
+    w = random_scores(51, x.shape)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (log_sinkhorn(xa, n_iters=6, init=(f, g)).exp() * w).sum().backward()
+    (_log_loop(xb, 6, None, record=False, init=(f, g)).log_p.exp() * w).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-10)
     # broadcast potentials: one g for the whole batch
     ours_b = log_sinkhorn(x, n_iters=6, init=(f[0], g[0]))
     ref_b = _log_loop(x, 6, None, init=(f[0].expand(3, 7), g[0].expand(3, 7)))
@@ -601,3 +607,16 @@ def test_convergence_benchmark_reports_ratios_against_fixed_unrolling():
         assert r["min_ms"] > 0
         assert r["ratio_vs_fixed"] == pytest.approx(r["min_ms"] / rows["fixed"]["min_ms"])
     assert result["memory"] == [] and "return_info" in format_table(result)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"tol": 1e-3}, {"return_info": True}, {"backward": "implicit"}]
+)
+def test_meta_tensors_give_shapes(kwargs):
+    """Issue 11 item 8: meta tensors (shape inference) go through every mode without host reads."""
+    x = torch.empty(2, 3, 5, 5, device="meta", requires_grad="backward" in kwargs)
+    out = sinkhorn(x, n_iters=4, **kwargs)
+    p = out[0] if isinstance(out, tuple) else out
+    assert p.shape == (2, 3, 5, 5) and p.device.type == "meta"
+    if isinstance(out, tuple):
+        assert out[1].residual.shape == (2, 3) and out[1].errors.shape == (2, 3, 4)
