@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= test,book
 MODE ?= ci
 
-.PHONY: setup demo book browser bench test lint clean
+.PHONY: setup demo book browser bench test lint lab clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,16 @@ RECORD ?=
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.run --$(BENCH) --device $(DEVICE) $(if $(RECORD),--record)
+
+# JupyterLab on the chapters (the `lab` extra: jupyterlab + jupytext, with the book extra's
+# kernel and plotting): a notebooks/*.md chapter opens as a notebook with one click (jupytext's
+# "Jupytext Notebook" made the default viewer for markdown through JupyterLab's overrides.json).
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+lab: setup
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS),lab]'
+	mkdir -p $(LAB_SETTINGS)
+	printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)/overrides.json
+	$(BIN)/jupyter lab notebooks/
 
 lint: setup
 	$(BIN)/ruff check .
