@@ -15,6 +15,8 @@ import torch
 __all__ = [
     "check_finite",
     "check_float_matrix",
+    "check_generator",
+    "check_has_data",
     "check_permutation",
     "check_positive_int",
     "check_positive_real",
@@ -125,16 +127,62 @@ def check_same_shape(**tensors: torch.Tensor) -> None:
 
 
 def check_permutation(perm: object, name: str) -> torch.Tensor:
-    """Check an integer tensor ``(..., N)`` whose last axis is a permutation of ``0..N-1``."""
+    """Check an integer tensor ``(..., N)`` whose last axis is a permutation of ``0..N-1``.
+
+    Every integer dtype is accepted, signed or unsigned (e.g. ``uint8`` from numpy), as long as
+    it can hold ``N - 1``; the callers compute in int64 (``perm.long()``), never in the
+    input's dtype, where pairwise differences would wrap around. Returns ``perm`` unchanged.
+    """
     perm = check_tensor(perm, name)
-    if perm.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+    if perm.is_floating_point() or perm.is_complex() or perm.dtype == torch.bool:
         raise TypeError(f"{name} must have an integer dtype, got {perm.dtype}")
     if perm.dim() < 1 or perm.shape[-1] == 0:
         raise ValueError(f"{name} must have shape (..., N) with N >= 1, got {tuple(perm.shape)}")
     n = perm.shape[-1]
+    if n - 1 > torch.iinfo(perm.dtype).max:
+        raise ValueError(
+            f"{name} has dtype {perm.dtype}, which cannot hold the indices 0..{n - 1}; use int64"
+        )
     if perm.device.type == "meta":
         return perm
     expected = torch.arange(n, device=perm.device)
-    if not bool((perm.sort(dim=-1).values == expected).all()):
+    if not bool((perm.long().sort(dim=-1).values == expected).all()):
         raise ValueError(f"{name} must hold a permutation of 0..{n - 1} along its last dimension")
     return perm
+
+
+def check_generator(
+    generator: object,
+    device: torch.device | str | None,
+    what: str = "the samples",
+    name: str = "generator",
+) -> torch.Generator | None:
+    """``None`` or a ``torch.Generator`` on ``device`` (any device when ``device`` is ``None``).
+
+    ``what`` names the tensor drawn for in the message (e.g. ``"log_alpha"``).
+
+    A generator on another device than the tensor it draws for fails here, naming both, rather
+    than inside ``torch.rand`` (and an object of another type, rather than with an
+    ``AttributeError`` on ``.device``).
+    """
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
+    if device is not None:
+        device = torch.device(device)
+        gen_device = generator.device
+        same = gen_device.type == device.type and (
+            gen_device.index is None or device.index is None or gen_device.index == device.index
+        )
+        if not same:
+            raise ValueError(f"{name} is on {gen_device} but {what} is on {device}")
+    return generator
+
+
+def check_has_data(x: torch.Tensor, name: str, what: str) -> None:
+    """Reject a meta tensor (shape only, no values) where ``what`` needs the values."""
+    if x.device.type == "meta":
+        raise ValueError(
+            f"{name} is a meta tensor (a shape without values): {what} needs its values"
+        )

@@ -1,9 +1,9 @@
 """Permutations as index tensors and as matrices, and the conversions between them.
 
-A permutation of ``N`` items is an int64 index tensor ``perm`` of shape ``(..., N)`` (batch
-dimensions first) with ``perm[..., i]`` the column (position) given to row (item) ``i``; its
-matrix form ``P = permutation_matrix(perm)`` is the one-hot ``(..., N, N)`` tensor with
-``P[..., i, perm[..., i]] = 1``. Every function keeps its input's device.
+A permutation of ``N`` items is an integer index tensor ``perm`` (int64 in every output) of
+shape ``(..., N)`` (batch dimensions first) with ``perm[..., i]`` the column (position) given to
+row (item) ``i``; its matrix form ``P = permutation_matrix(perm)`` is the one-hot ``(..., N, N)``
+tensor with ``P[..., i, perm[..., i]] = 1``. Every function keeps its input's device.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ def permutation_matrix(perm: torch.Tensor, dtype: torch.dtype = torch.float32) -
     """One-hot form of ``perm``: ``(..., N) -> (..., N, N)``, ``P[..., i, perm[..., i]] = 1``.
 
     Args:
-        perm: ``(..., N)`` integer permutations (each row a rearrangement of ``0 .. N-1``).
+        perm: ``(..., N)`` integer permutations (each row a rearrangement of ``0 .. N-1``), of
+            any integer dtype that holds ``N - 1`` (``uint8`` included; converted to int64).
         dtype: dtype of the result.
 
     Returns:
@@ -34,8 +35,14 @@ def invert_permutation(perm: torch.Tensor) -> torch.Tensor:
     """Inverse permutation: ``inv[..., perm[..., i]] = i``; ``(..., N) -> (..., N)`` int64.
 
     In matrix form, ``permutation_matrix(inv)`` is the transpose of ``permutation_matrix(perm)``.
+    Any integer dtype is accepted (see :func:`permutation_matrix`); the result is int64.
     """
     check_permutation(perm, "perm")
+    return _invert(perm)
+
+
+def _invert(perm: torch.Tensor) -> torch.Tensor:
+    """:func:`invert_permutation` without the check, for callers that have checked ``perm``."""
     perm = perm.long()
     ar = torch.arange(perm.shape[-1], device=perm.device).expand_as(perm)
     return torch.empty_like(perm).scatter_(-1, perm, ar)
