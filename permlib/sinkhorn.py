@@ -230,7 +230,7 @@ class _Scaled(NamedTuple):
     b: torch.Tensor | None  # with keep: (R + 1, M, N), b^0..b^R
     a_fin: torch.Tensor  # (M, N) each item's result a
     b_fin: torch.Tensor  # (M, N) each item's result b
-    shift: torch.Tensor  # (M,) gauge shift of a warm start (b^0 = exp(g0 - shift))
+    shift: torch.Tensor | None  # (M,) gauge shift of a warm start (b^0 = exp(g0 - shift))
     stops: torch.Tensor | None  # (M,) int64 iterations per item (with tol); None: all ran R
     stopped: torch.Tensor | None  # (M,) bool, stopped before the cap (with tol)
     n_run: int  # R, iterations run
@@ -299,43 +299,47 @@ def _scalings(
     # (view creation would otherwise dominate small problems).
     a_buf = x.new_empty((block + 1, m, 1, n))
     b_buf = x.new_empty((block + 1, m, 1, n))
+    a_s, b_s = a_buf.unbind(0), b_buf.unbind(0)
     if g0 is None:
-        shift = x.new_zeros((m,))
-        b_buf[0] = 1.0
+        shift = None
+        b_s[0].fill_(1.0)
     else:
         shift = g0.amax(dim=-1) if g0.numel() else x.new_zeros((m,))
-        b_buf[0] = torch.sub(g0, shift.unsqueeze(-1)).exp_().unsqueeze(-2)
+        torch.sub(g0.unsqueeze(-2), shift.view(m, 1, 1), out=b_s[0]).exp_()
     a_kept: list[torch.Tensor] = []
-    b_kept: list[torch.Tensor] = [b_buf[0:1].squeeze(-2)]
+    b_kept: list[torch.Tensor] = [b_buf.narrow(0, 0, 1).squeeze(-2)] if keep else []
     a_lo = x.new_full((m,), math.inf)
     a_hi = x.new_full((m,), -math.inf)
     b_lo, b_hi = x.new_ones((m,)), x.new_ones((m,))
-    ar = torch.arange(m, device=x.device)
-    stops = stopped = a_fin = b_fin = None
+    stops = stopped = a_fin = b_fin = ar = None
     if tol is not None:
+        ar = torch.arange(m, device=x.device)
         stops = torch.full((m,), n_iters, dtype=torch.int64, device=x.device)
         stopped = torch.zeros((m,), dtype=torch.bool, device=x.device)
     errors: list[torch.Tensor] = []
     done = nb = 0
-    views = a_buf.unbind(0), b_buf.unbind(0)
+    b_prev = b_s[0]
     while done < n_iters:
-        if done > 0:  # the previous block's last values become slot 0
+        if done > 0:  # the previous block's last values become slot 0 of the next
             if keep:
-                prev_a, prev_b = a_buf, b_buf
+                prev_a, prev_b = a_s[nb], b_s[nb]
                 a_buf, b_buf = torch.empty_like(a_buf), torch.empty_like(b_buf)
-                views = a_buf.unbind(0), b_buf.unbind(0)
-                a_buf[0], b_buf[0] = prev_a[nb], prev_b[nb]
-            else:
-                a_buf[0], b_buf[0] = a_buf[nb], b_buf[nb]
-        a_s, b_s = views
+                a_s, b_s = a_buf.unbind(0), b_buf.unbind(0)
+                a_s[0].copy_(prev_a)
+                b_s[0].copy_(prev_b)
+                b_prev = b_s[0]
+            elif tracking:  # the residuals and the stops read slot 0
+                a_s[0].copy_(a_s[nb])
+                b_s[0].copy_(b_s[nb])
+                b_prev = b_s[0]
+            # otherwise b_prev stays the last slot, read before it is overwritten
         nb = min(block, n_iters - done)
-        b_prev = b_s[0]
         for j in range(1, nb + 1):
             # (1 x N) @ (N x N) products: BLAS runs these far faster than (N x N) @ (N x 1)
             torch.bmm(b_prev, k_t, out=a_s[j]).reciprocal_()
             torch.bmm(a_s[j], k, out=b_s[j]).reciprocal_()
             b_prev = b_s[j]
-        new_a, new_b = a_buf[1 : nb + 1].squeeze(-2), b_buf[1 : nb + 1].squeeze(-2)
+        new_a, new_b = a_buf.narrow(0, 1, nb).squeeze(-2), b_buf.narrow(0, 1, nb).squeeze(-2)
         torch.minimum(a_lo, new_a.amin(dim=(0, 2)), out=a_lo)
         torch.maximum(a_hi, new_a.amax(dim=(0, 2)), out=a_hi)
         torch.minimum(b_lo, new_b.amin(dim=(0, 2)), out=b_lo)
@@ -346,7 +350,8 @@ def _scalings(
         first = 1 if done == 0 else 0  # iteration 0 is not judged
         if tracking and first < nb:
             # row residuals of iterations done + first .. done + nb - 1: |a^l / a^{l+1} - 1|
-            ratio = a_buf[first:nb].squeeze(-2) / a_buf[first + 1 : nb + 1].squeeze(-2)
+            a_sq = a_buf.squeeze(-2)
+            ratio = a_sq[first:nb] / a_sq[first + 1 : nb + 1]
             errs = ratio.sub_(1).abs_().amax(dim=-1)  # (nb - first, M)
             errors.append(errs)
             if tol is not None:
@@ -355,7 +360,7 @@ def _scalings(
                 slot = first + hit.to(torch.uint8).argmax(dim=0)  # first hit (slot l - done)
                 stops = torch.where(new, done + slot, stops)
                 if not keep:  # keep that iteration's scalings; the ring is overwritten later
-                    pick_a, pick_b = a_buf[slot, ar, 0], b_buf[slot, ar, 0]
+                    pick_a, pick_b = a_sq[slot, ar], b_buf.squeeze(-2)[slot, ar]
                     if a_fin is None:
                         a_fin, b_fin = pick_a, pick_b  # non-hits are replaced at the end
                     else:
@@ -368,10 +373,10 @@ def _scalings(
             if not bool(go_on):
                 break
     n_run = done
-    last_a, last_b = a_buf[nb, :, 0], b_buf[nb, :, 0]
+    last_a, last_b = a_s[nb].squeeze(-2), b_s[nb].squeeze(-2)
     a_all = b_all = None
     if keep and len(a_kept) == 1:
-        a_all, b_all = a_kept[0], b_buf[: nb + 1].squeeze(-2)  # views, no copy
+        a_all, b_all = a_kept[0], b_buf.narrow(0, 0, nb + 1).squeeze(-2)  # views, no copy
     elif keep:
         a_all, b_all = torch.cat(a_kept), torch.cat(b_kept)
     if tol is None:
@@ -415,8 +420,8 @@ def _scalings(
             converged=converged,
             errors=err_t,
             threshold=threshold,
-            f=a_fin.log() - c.squeeze(-1) - shift.unsqueeze(-1),
-            g=b_fin.log() + shift.unsqueeze(-1),
+            f=a_fin.log() - c.squeeze(-1) - (0.0 if shift is None else shift.unsqueeze(-1)),
+            g=b_fin.log() + (0.0 if shift is None else shift.unsqueeze(-1)),
         )
     return _Scaled(k, c, a_all, b_all, a_fin, b_fin, shift, stops, stopped, n_run, ok, info)
 
