@@ -307,7 +307,7 @@ def _scalings(
         shift = g0.amax(dim=-1) if g0.numel() else x.new_zeros((m,))
         torch.sub(g0.unsqueeze(-2), shift.view(m, 1, 1), out=b_s[0]).exp_()
     a_kept: list[torch.Tensor] = []
-    b_kept: list[torch.Tensor] = [b_buf.narrow(0, 0, 1).squeeze(-2)] if keep else []
+    b_kept = [b_buf.narrow(0, 0, 1).squeeze(-2)] if keep and tracking else []  # multi-block
     a_lo = x.new_full((m,), math.inf)
     a_hi = x.new_full((m,), -math.inf)
     b_lo, b_hi = x.new_ones((m,)), x.new_ones((m,))
