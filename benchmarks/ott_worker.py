@@ -20,8 +20,19 @@ from benchmarks.timing import time_rounds
 __all__ = ["run_ott"]
 
 
-def run_ott(x: torch.Tensor, w: torch.Tensor, n_iters: int, tau: float, reps: int) -> dict | None:
-    """Timings (``{stage: [seconds]}``) and outputs of OTT-JAX from a subprocess; None if absent."""
+def run_ott(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    n_iters: int,
+    tau: float,
+    reps: int,
+    implicit: bool = False,
+    stages: tuple[str, ...] = ("fwd", "fwdbwd"),
+) -> dict | None:
+    """Timings (``{stage: [seconds]}``) and outputs of OTT-JAX from a subprocess; None if absent.
+
+    ``implicit`` selects OTT's implicit differentiation of the fixed point instead of unrolling.
+    """
     import os
     import subprocess
     import tempfile
@@ -32,7 +43,8 @@ def run_ott(x: torch.Tensor, w: torch.Tensor, n_iters: int, tau: float, reps: in
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "in.npz", Path(d) / "out.npz"
-        np.savez(src, x=x.cpu().numpy(), w=w.cpu().numpy(), n_iters=n_iters, tau=tau, reps=reps)
+        np.savez(src, x=x.cpu().numpy(), w=w.cpu().numpy(), n_iters=n_iters, tau=tau, reps=reps,
+                 implicit=implicit, stages=np.array(stages))
         env = {**os.environ, "PYTHONPATH": str(root)}
         cmd = [sys.executable, "-m", "benchmarks.ott_worker", str(src), str(dst)]
         subprocess.run(cmd, check=True, cwd=root, env=env, capture_output=True)
@@ -43,9 +55,11 @@ def run_ott(x: torch.Tensor, w: torch.Tensor, n_iters: int, tau: float, reps: in
 def main(src: str, dst: str) -> None:
     data = np.load(src)
     x, w = torch.from_numpy(data["x"]), torch.from_numpy(data["w"])
-    m = ott_method(x, w, int(data["n_iters"]), float(data["tau"]), implicit=False)
+    implicit = bool(data["implicit"]) if "implicit" in data.files else False
+    stages = [str(s) for s in data["stages"]] if "stages" in data.files else ["fwd", "fwdbwd"]
+    m = ott_method(x, w, int(data["n_iters"]), float(data["tau"]), implicit=implicit)
     out = {}
-    for stage in ("fwd", "fwdbwd"):
+    for stage in stages:
         f = getattr(m, stage)
         result = f()  # warm-up: compilation
         out[stage] = np.asarray(time_rounds(f, int(data["reps"])))

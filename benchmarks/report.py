@@ -24,6 +24,7 @@ __all__ = [
     "STAGES",
     "accuracy_table",
     "bandwidth_numbers",
+    "convergence_tables",
     "figure",
     "formatted",
     "latest",
@@ -232,6 +233,29 @@ def matching_table(bench: dict) -> pd.DataFrame:
     wide = df.pivot_table(index="batch", columns="method", values="min_ms")[methods]
     wide["gap"] = df.groupby("batch")["max_objective_gap"].max()
     return wide.loc[order]
+
+
+def convergence_tables(bench: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The convergence section (:mod:`benchmarks.convergence`): forward+backward min ms of the
+    fixed path, ``tol``, ``return_info`` and the implicit backward, each over the fixed path,
+    with OTT-JAX's implicit backward where it ran; and unrolled vs implicit peak memory (MB) per
+    L. Two empty frames for a results file without the section."""
+    conv = bench.get("convergence")
+    if not conv:
+        return pd.DataFrame(), pd.DataFrame()
+    timing = pd.DataFrame(conv["timing"]).set_index("method")
+    timing = timing.rename(columns={"min_ms": "min (ms)", "ratio_vs_fixed": "/ fixed"})
+    ott = conv.get("ott_implicit")
+    if ott:
+        fixed = timing.loc["fixed", "min (ms)"]
+        timing.loc["OTT-JAX implicit"] = [ott["min_ms"], ott["min_ms"] / fixed]
+    memory = pd.DataFrame(conv["memory"])
+    if len(memory):
+        memory = memory.set_index("L").rename(
+            columns={"unroll_mb": "unroll (MB)", "implicit_mb": "implicit (MB)",
+                     "ratio_implicit_vs_unroll": "implicit / unroll"}
+        )
+    return timing, memory
 
 
 def targets_table(bench: dict) -> pd.DataFrame:

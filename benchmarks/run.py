@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks import memory
+from benchmarks import convergence, memory
 from benchmarks.ott_worker import run_ott
 from benchmarks.peers import as_numpy, matching_methods, sinkhorn_methods
 from benchmarks.timing import best_seconds, interleaved, summary
@@ -326,6 +327,71 @@ def targets(rows: list[dict], bw_estimate_ms: float | None, device: str = "cpu")
     return out
 
 
+def bench_convergence(mode: str, device: str, reps: int, seed: int) -> dict:
+    """:func:`benchmarks.convergence.measure` at the target configuration (tiny sizes in tiny
+    mode), with OTT-JAX's implicit forward+backward timed on the same inputs (CPU only)."""
+    t = TARGET if mode != "tiny" else {"B": 2, "N": 6, "L": 3, "dtype": "float32"}
+    iters = convergence.MEMORY_ITERS if mode != "tiny" else (2, 4)
+    out = convergence.measure(
+        device, t["B"], t["N"], t["L"], DTYPES[t["dtype"]], reps, seed, memory_iters=iters
+    )
+    out["ott_implicit"] = None
+    if torch.device(device).type == "cpu":
+        g = torch.Generator().manual_seed(seed)  # the inputs measure() draws
+        x = torch.randn(t["B"], t["N"], t["N"], generator=g, dtype=DTYPES[t["dtype"]])
+        w = torch.randn(t["B"], t["N"], t["N"], generator=g, dtype=DTYPES[t["dtype"]])
+        try:
+            ott = run_ott(x, w, t["L"], 1.0, reps, implicit=True, stages=("fwdbwd",))
+        except subprocess.CalledProcessError as err:  # e.g. OTT's adjoint solve fails at tiny L
+            lines = [ln for ln in (err.stderr or b"").decode(errors="replace").splitlines() if ln]
+            out["ott_implicit_failed"] = next(
+                (ln.strip() for ln in lines if "Error: " in ln), lines[-1] if lines else repr(err)
+            )[:300]
+        else:
+            if ott is not None:
+                out["ott_implicit"] = summary(list(ott["fwdbwd"]))
+    return out
+
+
+def convergence_targets(conv: dict) -> dict:
+    """Goals of the convergence section: the report and the tolerance stop cost at most 1.3x the
+    fixed path (fwd+bwd), the implicit backward is at least as fast as OTT-JAX's implicit one,
+    and its peak memory is at most the unrolled backward's from L = 20 on."""
+    out: dict = {}
+    c = conv["config"]
+    size = f"B={c['B']} N={c['N']} L={c['L']}"
+    ms = {r["method"]: r for r in conv["timing"]}
+    for k in ("tol", "return_info"):
+        if k in ms:
+            r = ms[k]["ratio_vs_fixed"]
+            out[f"fwdbwd {k} / fixed ({size})"] = {
+                "ratio": r,
+                "goal": 1.3,
+                "met": r <= 1.3,
+                "kind": "time",
+            }
+    if conv.get("ott_implicit") and "implicit" in ms:
+        r = conv["ott_implicit"]["min_ms"] / ms["implicit"]["min_ms"]
+        out[f"fwdbwd implicit: OTT-JAX implicit / permlib ({size})"] = {
+            "ratio": r,
+            "goal": 1.0,
+            "met": r >= 1.0,
+            "kind": "time",
+        }
+    mem = [
+        r for r in conv["memory"] if r["ratio_implicit_vs_unroll"] is not None and r["L"] >= 20
+    ]
+    if mem:
+        worst = max(mem, key=lambda r: r["ratio_implicit_vs_unroll"])
+        out[f"implicit / unroll peak memory, L >= 20 (worst: L={worst['L']})"] = {
+            "ratio": worst["ratio_implicit_vs_unroll"],
+            "goal": 1.0,
+            "met": worst["ratio_implicit_vs_unroll"] <= 1.0,
+            "kind": "memory",
+        }
+    return out
+
+
 def contradictions(rows: list[dict], bandwidth: dict | None, device: str = "cpu") -> list[str]:
     """What makes a run noisy: timings that contradict each other (empty for a quiet run).
 
@@ -429,6 +495,14 @@ def report(result: dict) -> None:
             f"  {r['B']:>5}x{r['N']:<3}^2 {r['method']:14} {r['min_ms']:9.2f} "
             f"({r['median_ms']:.2f})  objective gap {r['max_objective_gap']:.1e}"
         )
+    if result.get("convergence"):
+        print()
+        print(convergence.format_table(result["convergence"]))
+        ott = result["convergence"].get("ott_implicit")
+        if ott:
+            print(f"OTT-JAX implicit fwd+bwd: {ott['min_ms']:.2f} ms (min of {ott['reps']})")
+        elif result["convergence"].get("ott_implicit_failed"):
+            print(f"OTT-JAX implicit failed: {result['convergence']['ott_implicit_failed']}")
     print("\ntargets:")
     for k, v in result["targets"].items():
         val = v.get("ratio", v.get("value"))
@@ -465,6 +539,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=None, help="folder for the JSON and figure")
     ap.add_argument("--no-figure", action="store_true")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory section")
+    ap.add_argument(
+        "--no-convergence",
+        action="store_true",
+        help="skip the tol / return_info / implicit section (benchmarks.convergence)",
+    )
     args = ap.parse_args(argv)
     try:
         dev = torch.device(args.device)
@@ -483,7 +562,10 @@ def main(argv: list[str] | None = None) -> dict:
         tasks += [("memory", m) for m in memory.METHODS]
     if dev.type == "cpu":  # scipy and lapx are CPU solvers
         tasks += [("matching", c) for c in p["matching"]]
+    if not args.no_convergence:
+        tasks.append(("convergence", None))
     rows: list[dict] = []
+    conv = None
     for section, c in tqdm(tasks, desc=f"benchmarks ({mode}, {device})", file=sys.stderr):
         if section == "sinkhorn":
             rows += bench_sinkhorn(*c, device, p["reps"], args.seed, mode, p["budget_s"])
@@ -504,6 +586,8 @@ def main(argv: list[str] | None = None) -> dict:
                 }
                 for ll, pk in zip(m["L"], peaks, strict=True)
             ]
+        elif section == "convergence":
+            conv = bench_convergence(mode, device, p["reps"], args.seed)
         else:
             rows += bench_matching(*c, p.get("matching_reps", p["reps"]), args.seed)
 
@@ -517,7 +601,12 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "noise": noise,
         "quiet": not noise,
-        "targets": judge(targets(rows, bandwidth["fwd_estimate_ms"], device), noise),
+        "convergence": conv,
+        "targets": judge(
+            targets(rows, bandwidth["fwd_estimate_ms"], device)
+            | (convergence_targets(conv) if conv else {}),
+            noise,
+        ),
     }
     result["provenance"]["wall_s"] = time.perf_counter() - start
     report(result)

@@ -67,6 +67,10 @@ def test_harness_tiny_run_writes_json_and_figure(tmp_path):
     assert data["quiet"] == (not data["noise"])
     assert all(v["status"] in ("met", "missed", "not judged: noisy run")
                for v in data["targets"].values())
+    conv = data["convergence"]
+    assert {r["method"] for r in conv["timing"]} == {"fixed", "tol", "return_info", "implicit"}
+    assert [r["L"] for r in conv["memory"]] == [2, 4]
+    assert any(k.startswith("fwdbwd tol / fixed") for k in data["targets"])
 
 
 def _git_status(path):
@@ -85,7 +89,7 @@ def test_bench_without_record_leaves_the_tracked_results_alone(monkeypatch, tmp_
     monkeypatch.setattr(run, "run_ott", lambda *a: None)  # seconds, not a JAX start per size
     monkeypatch.setattr(run, "SCRATCH", tmp_path / "scratch")
     monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
-    result = run.main(["--tiny", "--no-memory", "--no-figure"])
+    result = run.main(["--tiny", "--no-memory", "--no-figure", "--no-convergence"])
     assert (tmp_path / "scratch" / "bench_tiny_cpu.json").exists()
     assert not (tmp_path / "results").exists()
     assert not result["record_refused"]
@@ -99,11 +103,12 @@ def test_record_writes_results_only_for_a_quiet_run(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "SCRATCH", tmp_path / "scratch")
     monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(run, "contradictions", lambda rows, bw, device: [])
-    assert not run.main(["--tiny", "--no-memory", "--no-figure", "--record"])["record_refused"]
+    args = ["--tiny", "--no-memory", "--no-figure", "--no-convergence", "--record"]
+    assert not run.main(args)["record_refused"]
     assert (tmp_path / "results" / "bench_tiny_cpu.json").exists()
     (tmp_path / "results" / "bench_tiny_cpu.json").unlink()
     monkeypatch.setattr(run, "contradictions", lambda rows, bw, device: ["fwd slower than bwd"])
-    result = run.main(["--tiny", "--no-memory", "--no-figure", "--record"])
+    result = run.main(args)
     assert result["record_refused"] and not result["quiet"]
     assert not (tmp_path / "results" / "bench_tiny_cpu.json").exists()
     assert (tmp_path / "scratch" / "bench_tiny_cpu.json").exists()
@@ -144,6 +149,31 @@ def test_noisy_run_is_flagged_and_its_timing_targets_not_judged():
     assert judged["speed"]["met"] is None and judged["speed"]["status"].startswith("not judged")
     assert judged["memory"]["status"] == "met"
     assert judge(goals, [])["speed"]["status"] == "met"
+
+
+def test_convergence_targets():
+    from benchmarks.run import convergence_targets
+
+    conv = {
+        "config": {"B": 128, "N": 100, "L": 20},
+        "timing": [{"method": "fixed", "min_ms": 10.0, "ratio_vs_fixed": 1.0},
+                   {"method": "tol", "min_ms": 12.0, "ratio_vs_fixed": 1.2},
+                   {"method": "return_info", "min_ms": 14.0, "ratio_vs_fixed": 1.4},
+                   {"method": "implicit", "min_ms": 20.0, "ratio_vs_fixed": 2.0}],
+        "memory": [{"L": 10, "ratio_implicit_vs_unroll": 3.0},
+                   {"L": 20, "ratio_implicit_vs_unroll": 0.9},
+                   {"L": 50, "ratio_implicit_vs_unroll": 0.4}],
+        "ott_implicit": {"min_ms": 25.0},
+    }
+    got = {k.split(" (")[0]: (v["ratio"], v["met"]) for k, v in convergence_targets(conv).items()}
+    assert got == {
+        "fwdbwd tol / fixed": (1.2, True),
+        "fwdbwd return_info / fixed": (1.4, False),
+        "fwdbwd implicit: OTT-JAX implicit / permlib": (1.25, True),
+        "implicit / unroll peak memory, L >= 20": (0.9, True),  # L = 10 is not a goal
+    }
+    conv["ott_implicit"] = None
+    assert not any("OTT" in k for k in convergence_targets(conv))
 
 
 def test_device_argument_is_checked():
@@ -345,3 +375,23 @@ def test_report_formatted_tables_are_text():
     assert report.formatted(df, ".1e")["b"].tolist() == ["1.2e+01", "5.0e-01"]
     with pytest.raises(KeyError, match="'c'"):
         report.formatted(df, {"c": ".1f"})
+
+
+def test_report_convergence_tables():
+    from benchmarks import report
+
+    bench = tiny_results()
+    timing, memory = report.convergence_tables(bench)
+    assert timing.empty and memory.empty  # files recorded before the section existed
+    bench["convergence"] = {
+        "config": {"B": 2, "N": 4, "L": 3},
+        "timing": [{"method": "fixed", "min_ms": 2.0, "ratio_vs_fixed": 1.0},
+                   {"method": "implicit", "min_ms": 3.0, "ratio_vs_fixed": 1.5}],
+        "memory": [{"L": 20, "unroll_mb": 2.0, "implicit_mb": 1.0,
+                    "ratio_implicit_vs_unroll": 0.5}],
+        "ott_implicit": {"min_ms": 5.0, "median_ms": 5.0, "reps": 2},
+    }
+    timing, memory = report.convergence_tables(bench)
+    assert timing.loc["OTT-JAX implicit"].tolist() == [5.0, 2.5]
+    assert timing.loc["implicit", "/ fixed"] == 1.5
+    assert memory.loc[20, "implicit / unroll"] == 0.5
