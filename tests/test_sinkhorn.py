@@ -607,6 +607,7 @@ def test_convergence_benchmark_reports_ratios_against_fixed_unrolling():
         assert r["min_ms"] > 0
         assert r["ratio_vs_fixed"] == pytest.approx(r["min_ms"] / rows["fixed"]["min_ms"])
     assert result["memory"] == [] and "return_info" in format_table(result)
+    assert 0.0 <= result["config"]["tol_stopped_early"] <= 1.0
 
 
 @pytest.mark.parametrize(
