@@ -160,3 +160,19 @@ def test_protocol_variants_train_and_keep_recorded_identities():
     assert result.model.standardize and result.losses[-1] < result.losses[0]
     with pytest.raises(ValueError, match="noise_schedule"):
         SortingConfig(noise_schedule="linear")
+
+
+def test_kendall_in_the_papers_convention_is_compared_like_for_like():
+    paper = harness.load_paper_tables(PAPER)
+    old = {"cell": {"method": "hste", "n": 100, "seed": 0},
+           "metrics": {"U(0,1)": {"kendall_tau": 0.99}}}  # recorded before the papers' metric
+    rows = sorting.compare_table5({"cells": [old]}, paper, "kendall_tau_papers", ["hste"])
+    assert rows.set_index("N").loc[100, "status"] == "missing"
+    new = {"cell": {"method": "hste", "n": 100, "seed": 1},
+           "metrics": {"U(0,1)": {"kendall_tau": 0.99, "kendall_tau_papers": 0.5}}}
+    rows = sorting.compare_table5({"cells": [old, new]}, paper, "kendall_tau_papers", ["hste"])
+    row = rows.set_index("N").loc[100]
+    assert row["ours"] == 0.5 and row["n_seeds"] == 1 and row["status"] == "worse"
+    metrics = evaluate(sorting.SortingConfig(n=5).build(), 20, ["U(0,1)"],
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert {"kendall_tau", "kendall_tau_papers"} <= metrics["U(0,1)"].keys()
