@@ -118,3 +118,30 @@ def test_sanitizers_keep_numbers_and_remove_what_varies():
                               "PATH:12: ConvergenceWarning <function f at ADDRESS>")
     kept = "B = 32, N = 100: gap 2.1e-07, ratio 9.1x, 45% wrong, 171 GB/s, |P - Q| = 0.5"
     assert clean(kept) == kept
+
+
+GLUE_ROLE = re.compile(r"\{glue(?::(?:text|md|any))?\}`([\w.-]+)(?::([^`]*))?`")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_glued_reference_is_glued_and_formats(name):
+    """Each {glue:text}`key:spec` of the prose names a value the executed chapter glued, and the
+    format spec applies to it (a missing key or a bad spec is a warning, an error under -W)."""
+    from myst_nb.core.variables import format_plain_text
+
+    source = (ROOT / "notebooks" / f"{name}.md").read_text(encoding="utf-8")
+    refs = GLUE_ROLE.findall(source)
+    if not refs:
+        return
+    require_executed(name)
+    nb = nbformat.read(EXECUTED / f"{name}.ipynb", as_version=4)
+    glued = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            meta = out.get("metadata", {}).get("scrapbook")
+            if meta:
+                data = out["data"]
+                glued[meta["name"]] = next(v for k, v in data.items() if k.endswith("text/plain"))
+    for key, spec in refs:
+        assert key in glued, f"{name}: {{glue}} `{key}` is not glued"
+        format_plain_text(glued[key], spec or "")
