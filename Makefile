@@ -20,7 +20,8 @@ demo: setup
 	$(BIN)/python -m permlib.demo
 
 # Execute every notebook with papermill (MODE=ci or MODE=full) and build _build/html with
-# Jupyter Book (warnings are errors). Only notebooks whose source or permlib changed re-run.
+# Jupyter Book (warnings are errors). A notebook re-runs only when one of its inputs changed: its
+# source, permlib/, or a file it reads (results, paper tables, benchmarks modules it imports).
 book: setup
 	$(BIN)/python scripts/build_book.py --mode $(MODE)
 
@@ -48,7 +49,7 @@ lab: setup
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS),lab]'
 	mkdir -p $(LAB_SETTINGS)
 	printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)/overrides.json
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: setup
 	$(BIN)/ruff check .
