@@ -114,7 +114,7 @@ def provenance_table(bench: dict) -> pd.DataFrame:
         "date": prov["timestamp"],
         "machine": f"{machine['platform']}, {machine['cpu_count']} CPU cores, "
         f"{machine['torch_threads']} torch threads",
-        "device": device_of(bench) + (f" ({machine['cuda']})" if machine.get("cuda") else ""),
+        "device": machine.get("device") or device_of(bench),
         "load average": "n/a"
         if load_avg is None
         else ", ".join(f"{x:.2f}" for x in load_avg) + " (1, 5, 15 min, at the end of the run)",

@@ -211,20 +211,17 @@ def bench_matching(b, n, reps, seed) -> list[dict]:
 
 def provenance_info(argv: list[str], seed: int, mode: str, device: str) -> dict:
     """Provenance of the run: command, commit of this repository, versions, machine, device."""
-    from permlib.experiments.harness import git_commit, provenance
+    from permlib.experiments.harness.provenance import git_commit, provenance
 
-    info = provenance(seed=seed, mode=mode)
+    info = provenance(seed=seed, mode=mode, device=device)
     info["command"] = shlex.join(["python", "-m", "benchmarks.run", *argv])
-    info["git_commit"] = git_commit(BENCH_DIR.parent)
+    info["git_commit"] = git_commit(BENCH_DIR.parent)  # this checkout, benchmarks/ included
     info["device"] = device
     for pkg in PEER_PACKAGES:
         try:
             info["versions"][pkg] = version(pkg)
         except PackageNotFoundError:
             info["versions"][pkg] = None
-    info["machine"]["device"] = device
-    cuda = torch.device(device).type == "cuda"
-    info["machine"]["cuda"] = torch.cuda.get_device_name(device) if cuda else None
     info["machine"]["load_average_1_5_15_min"] = list(os.getloadavg())  # at the end of the run
     return info
 

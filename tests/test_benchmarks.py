@@ -196,7 +196,7 @@ def test_cuda_peak_memory_and_timing(tmp_path):
     assert 0 < peaks[0] < peaks[1]
     result = main(["--tiny", "--device", "cuda", "--no-figure", "--out", str(tmp_path)])
     assert (tmp_path / "bench_tiny_cuda.json").exists()
-    assert result["provenance"]["machine"]["cuda"]
+    assert result["provenance"]["machine"]["device"].startswith("cuda:0 (")
     assert {r["device"] for r in result["rows"] if r["section"] == "sinkhorn"} == {"cuda"}
 
 
