@@ -8,11 +8,19 @@ Sinkhorn operator gives its relaxation, ``G.S.(X, tau) = S((X + eps) / tau)``, w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 
-from permlib._checks import check_float_matrix, check_positive_int, check_positive_real
+from permlib._checks import (
+    check_float_matrix,
+    check_generator,
+    check_positive_int,
+    check_positive_real,
+    finite_range,
+)
 from permlib.matching import matching
 from permlib.permutations import permutation_matrix
 from permlib.sinkhorn import Backward, sinkhorn
@@ -20,8 +28,39 @@ from permlib.sinkhorn import Backward, sinkhorn
 __all__ = ["gumbel_matching", "gumbel_sinkhorn", "perturb", "sample_gumbel"]
 
 
+def _check_shape(shape: object) -> tuple[int, ...]:
+    """``shape`` as a tuple of sizes: an int ``n`` (as ``(n,)``) or a sequence of ints >= 0."""
+    if isinstance(shape, Integral) and not isinstance(shape, bool):
+        shape = (shape,)
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise TypeError(
+            f"shape must be an int or a sequence of ints (like torch.rand's size), "
+            f"got {type(shape).__name__}"
+        )
+    for size in shape:
+        if isinstance(size, bool) or not isinstance(size, Integral):
+            raise TypeError(f"shape must hold integers, got {size!r} in {tuple(shape)!r}")
+    if any(size < 0 for size in shape):
+        raise ValueError(f"shape must hold sizes >= 0, got {tuple(shape)!r}")
+    return tuple(int(size) for size in shape)
+
+
+def _gumbel_bound(dtype: torch.dtype) -> float:
+    """The largest ``|sample|`` :func:`sample_gumbel` can return in ``dtype`` (a float).
+
+    ``U`` is clamped to ``[tiny, 1 - eps]``, so the samples lie in
+    ``[-log(-log tiny), -log(-log(1 - eps))]``: about ``[-4.5, 15.9]`` in float32 and
+    ``[-2.3, 6.9]`` in float16. Used to refuse a ``noise_factor`` that could overflow before
+    drawing anything.
+    """
+    finfo = torch.finfo(dtype)
+    upper = -math.log(-math.log1p(-finfo.eps))
+    lower = -math.log(-math.log(finfo.tiny))
+    return max(upper, -lower) * (1 + 16 * finfo.eps)  # margin for the rounding of the logs
+
+
 def sample_gumbel(
-    shape: Sequence[int] | torch.Size,
+    shape: int | Sequence[int] | torch.Size,
     *,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
@@ -29,14 +68,26 @@ def sample_gumbel(
 ) -> torch.Tensor:
     """Standard Gumbel samples ``-log(-log U)``, ``U ~ Uniform(0, 1)``, of the given shape.
 
-    ``U`` is clamped away from 0 and 1 so that every sample is finite. Pass a ``generator`` (on
-    ``device``) for reproducible draws; without one, the global generator is used.
+    Args:
+        shape: the sizes, as a sequence of ints >= 0 (``(2, 3)``, ``torch.Size``, ``()`` for a
+            scalar) or one int ``n`` for ``(n,)``, as :func:`torch.rand` accepts.
+        generator: a ``torch.Generator`` for reproducible draws; without one, the global
+            generator is used.
+        device: where to draw (default: the generator's device, else the default device); must
+            match the generator's.
+        dtype: a floating dtype.
+
+    Returns:
+        The samples, ``shape`` in ``dtype``. ``U`` is clamped to ``[tiny, 1 - eps]`` of
+        ``dtype``, so that every sample is finite (about -4.5 to 15.9 in float32).
     """
-    if not torch.empty((), dtype=dtype).is_floating_point():
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    shape = _check_shape(shape)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype}")
+    check_generator(generator, device)
     if generator is not None and device is None:
         device = generator.device
-    u = torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
     finfo = torch.finfo(dtype)
     u = u.clamp(min=finfo.tiny, max=1.0 - finfo.eps)
     return -torch.log(-torch.log(u))
@@ -51,19 +102,30 @@ def perturb(
 ) -> torch.Tensor:
     """``n_samples`` Gumbel perturbations of ``log_alpha``: ``(..., N, N) -> (S, ..., N, N)``.
 
-    ``noise_factor`` scales the noise (0 is allowed and returns copies of ``log_alpha``).
+    ``noise_factor`` scales the noise (0 is allowed and returns copies of ``log_alpha``). The
+    perturbed scores are finite by construction: a ``noise_factor`` whose noise, added to
+    ``log_alpha``, could overflow ``log_alpha``'s dtype (e.g. ``1e38`` in float32) raises
+    ``ValueError`` before drawing (the bound is the largest Gumbel sample times ``noise_factor``
+    plus ``max |log_alpha|``, computed from the finiteness check's min and max: no extra pass).
+    An empty batch (``(0, N, N)``) gives an empty ``(S, 0, N, N)``.
     """
-    check_float_matrix(log_alpha, "log_alpha")
+    check_float_matrix(log_alpha, "log_alpha", finite=False)
+    lo, hi = finite_range(log_alpha, "log_alpha")
     n_samples = check_positive_int(n_samples, "n_samples")
     if noise_factor != 0:
         noise_factor = check_positive_real(noise_factor, "noise_factor")
-    if generator is not None and generator.device != log_alpha.device:
-        raise ValueError(
-            f"generator is on {generator.device} but log_alpha is on {log_alpha.device}"
-        )
+    check_generator(generator, log_alpha.device, "log_alpha")
     expanded = log_alpha.unsqueeze(0).expand((n_samples,) + tuple(log_alpha.shape))
     if noise_factor == 0:
         return expanded.clone()
+    noise_bound = noise_factor * _gumbel_bound(log_alpha.dtype)
+    largest = max(abs(lo), abs(hi))
+    if largest + noise_bound > torch.finfo(log_alpha.dtype).max:
+        raise ValueError(
+            f"noise_factor={noise_factor:g} is too large for {log_alpha.dtype}: its Gumbel noise "
+            f"(up to {noise_bound:.3g} in magnitude) added to log_alpha (entries up to "
+            f"{largest:.3g}) can overflow; lower noise_factor or use float64"
+        )
     noise = sample_gumbel(
         expanded.shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype
     )

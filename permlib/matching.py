@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from permlib._checks import check_float_matrix
+from permlib._checks import check_float_matrix, check_has_data
 
 __all__ = ["matching"]
 
@@ -34,11 +34,45 @@ def _solve_scipy(costs: np.ndarray) -> np.ndarray:
     return np.concatenate([linear_sum_assignment(c)[1] for c in costs]).reshape(costs.shape[:2])
 
 
+def _is_transformed(x: torch.Tensor) -> bool:
+    """Whether ``x`` is wrapped by a ``torch.func`` transform (vmap's batching, grad tracking)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+class _Matching(torch.autograd.Function):
+    """:func:`matching` for ``torch.func``: the numpy solve on the unwrapped scores, a batched
+    solve as the ``vmap`` rule, and an integer output that is marked non-differentiable."""
+
+    @staticmethod
+    def forward(scores: torch.Tensor, maximize: bool, solver: str) -> torch.Tensor:  # noqa: D102
+        return _solve(scores, maximize, solver)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: D102
+        ctx.mark_non_differentiable(output)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, None]:  # noqa: D102
+        return None, None, None
+
+    @staticmethod
+    def jvp(ctx, *tangents: torch.Tensor | None) -> None:  # noqa: D102
+        return None
+
+    @staticmethod
+    def vmap(info, in_dims, scores: torch.Tensor, maximize: bool, solver: str):  # noqa: D102
+        # the mapped dimension becomes one more batch dimension of a single batched solve
+        return matching(scores.movedim(in_dims[0], 0), maximize, solver), 0
+
+
 def matching(scores: torch.Tensor, maximize: bool = True, solver: Solver = "auto") -> torch.Tensor:
     """Exact matching (linear assignment) of a batch of square score matrices.
 
     Args:
         scores: ``(..., N, N)`` floating, finite. Rows index items, columns index positions.
+            An empty batch (``(0, N, N)``) gives an empty ``(0, N)``. Meta tensors (shapes
+            without values) are refused with a ``ValueError``: the solution depends on the
+            values.
         maximize: maximize the total score (the default, scores as log-potentials); with
             ``False`` the entries are costs and the total is minimized.
         solver: ``"auto"`` (lapx's batched Jonker-Volgenant ``lapjvr_batch``, the fastest of
@@ -49,10 +83,21 @@ def matching(scores: torch.Tensor, maximize: bool = True, solver: Solver = "auto
     Returns:
         ``perm``: ``(..., N)`` int64 on ``scores``' device; ``perm[..., i]`` is the column given
         to row ``i``. Not differentiable (use :func:`permlib.hungarian_ste` for gradients).
+
+    Under ``torch.func`` transforms, ``vmap`` maps the solve over the mapped dimension as one
+    batched solve, and ``grad``/``jacrev``/``jacfwd`` see a non-differentiable output.
     """
     check_float_matrix(scores, "scores", finite=False)
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
+    check_has_data(scores, "scores", "matching")
+    if _is_transformed(scores):
+        return _Matching.apply(scores, maximize, solver)
+    return _solve(scores, maximize, solver)
+
+
+def _solve(scores: torch.Tensor, maximize: bool, solver: str) -> torch.Tensor:
+    """:func:`matching` of checked, plain (untransformed) scores."""
     batch, n = scores.shape[:-2], scores.shape[-1]
     # Everything from here on is numpy: small torch ops on a busy CPU each wait for the OpenMP
     # pool, which costs more than the solve itself for batches of small matrices; and for large

@@ -90,3 +90,61 @@ def test_finite_extreme_input_never_gives_nan():
     assert torch.equal(out, torch.eye(2))
     with pytest.raises(ValueError, match="overflows even in float64"):
         permlib.sinkhorn(torch.tensor([[1e300, 0.0], [0.0, 1e300]], dtype=torch.float64), 1e-20)
+
+
+@pytest.mark.parametrize(
+    "bad", [3, "seed", torch.zeros(1), object()], ids=["int", "str", "tensor", "object"]
+)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda g: permlib.sample_gumbel((2, 2), generator=g),
+        lambda g: permlib.perturb(torch.zeros(3, 3), generator=g),
+        lambda g: permlib.gumbel_sinkhorn(torch.zeros(3, 3), generator=g),
+        lambda g: permlib.gumbel_matching(torch.zeros(3, 3), generator=g),
+    ],
+    ids=["sample_gumbel", "perturb", "gumbel_sinkhorn", "gumbel_matching"],
+)
+def test_generators_of_the_wrong_type_are_named(call, bad):
+    """It used to fail with AttributeError: ... has no attribute 'device'."""
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got"):
+        call(bad)
+
+
+def test_generator_on_another_device_than_the_samples():
+    with pytest.raises(ValueError, match="generator is on cpu, device on meta"):
+        permlib.sample_gumbel((2,), generator=torch.Generator(), device="meta")
+
+
+@pytest.mark.parametrize(
+    "shape,exc,msg",
+    [
+        (None, TypeError, "shape must be an int or a sequence of ints"),
+        ("ab", TypeError, "shape must be an int or a sequence of ints"),
+        (2.0, TypeError, "shape must be an int or a sequence of ints"),
+        (True, TypeError, "shape must be an int or a sequence of ints"),
+        ((2.5,), TypeError, r"shape must hold integers, got 2.5 in \(2.5,\)"),
+        ((2, None), TypeError, "shape must hold integers"),
+        ((-1,), ValueError, r"shape must hold sizes >= 0, got \(-1,\)"),
+        ((2, -3), ValueError, "shape must hold sizes >= 0"),
+        (-2, ValueError, "shape must hold sizes >= 0"),
+    ],
+    ids=repr,
+)
+def test_bad_gumbel_shapes(shape, exc, msg):
+    with pytest.raises(exc, match=msg):
+        permlib.sample_gumbel(shape)
+
+
+def test_bad_gumbel_dtype():
+    with pytest.raises(TypeError, match="dtype must be a floating torch.dtype"):
+        permlib.sample_gumbel((2,), dtype="float32")
+
+
+@pytest.mark.parametrize(
+    "fname,name", [("matching", "scores"), ("hungarian_ste", "log_alpha"),
+                   ("gumbel_matching", "scores")]
+)
+def test_meta_tensors_need_values(fname, name):
+    with pytest.raises(ValueError, match=f"{name} is a meta tensor"):
+        SQUARE_FUNCTIONS[fname](torch.zeros(2, 3, 3, device="meta"))

@@ -1,8 +1,11 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from permlib import (
     gumbel_matching,
@@ -92,3 +95,91 @@ def test_hste_forward_is_the_matching_and_backward_the_identity(generator):
     w = torch.randn(3, 7, 7, generator=generator, dtype=torch.float64)
     (hard * w).sum().backward()
     assert torch.equal(log_alpha.grad, w)
+
+
+@given(n=st.integers(1, 7), batch_shape=st.sampled_from([(0,), (0, 2), (3, 0)]),
+       n_samples=st.integers(1, 3))
+def test_empty_batches(n, batch_shape, n_samples):
+    x = torch.zeros(*batch_shape, n, n, requires_grad=True)
+    assert perturb(x, n_samples).shape == (n_samples, *batch_shape, n, n)
+    samples, perturbed = gumbel_matching(x, n_samples)
+    assert samples.shape == perturbed.shape == (n_samples, *batch_shape, n, n)
+    hard = hungarian_ste(x)
+    assert hard.shape == x.shape
+    hard.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+JIT_DEPRECATION = pytest.mark.filterwarnings(  # torch's own jacfwd machinery, not permlib's
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
+
+
+@JIT_DEPRECATION
+def test_hste_under_torch_func(generator):
+    x = torch.randn(4, 5, 5, generator=generator, dtype=torch.float64)
+    ref = hungarian_ste(x)
+    assert torch.equal(torch.func.vmap(hungarian_ste)(x), ref)
+    assert torch.equal(torch.func.vmap(hungarian_ste, in_dims=2, out_dims=1)(x.permute(1, 2, 0)),
+                       ref.permute(1, 0, 2))
+    nested = torch.randn(2, 3, 4, 4, generator=generator)
+    assert torch.equal(torch.func.vmap(torch.func.vmap(hungarian_ste))(nested),
+                       hungarian_ste(nested))
+    identity = torch.eye(25, dtype=torch.float64).reshape(5, 5, 5, 5)
+    assert torch.equal(torch.func.jacrev(hungarian_ste)(x[0]), identity)
+    assert torch.equal(torch.func.jacfwd(hungarian_ste)(x[0]), identity)
+    w = torch.randn(5, 5, generator=generator, dtype=torch.float64)
+    loss = lambda a: (hungarian_ste(a) * w).sum()  # noqa: E731
+    assert torch.equal(torch.func.grad(loss)(x[0]), w)
+    assert torch.equal(torch.func.vmap(torch.func.grad(loss))(x), w.expand(4, 5, 5))
+    with pytest.raises(ValueError, match="log_alpha contains invalid numeric entries"):
+        torch.func.vmap(hungarian_ste)(torch.full((2, 3, 3), float("nan")))
+
+
+def test_sample_gumbel_shapes():
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    assert torch.equal(sample_gumbel(3, generator=g()), sample_gumbel((3,), generator=g()))
+    assert sample_gumbel(np.int64(2)).shape == (2,)
+    assert sample_gumbel(torch.Size([2, 3])).shape == (2, 3)
+    assert sample_gumbel([2, 0]).shape == (2, 0)
+    assert sample_gumbel(()).shape == ()
+
+
+@given(
+    dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32, torch.float64]),
+    offset_frac=st.sampled_from([0.0, 1e-30, 1e-10, 0.5, 0.9, 0.99, 1.0]),
+    noise_frac=st.sampled_from([0.0, 1e-30, 1e-6, 1e-3, 0.01, 0.05, 0.1, 1.0]),
+    sign=st.sampled_from([1.0, -1.0]),
+    seed=st.integers(0, 1000),
+)
+def test_perturbed_scores_are_finite_or_noise_factor_is_blamed(
+    dtype, offset_frac, noise_frac, sign, seed
+):
+    """Extreme offsets and noise factors: never inf, and an overflow is blamed on noise_factor."""
+    big = torch.finfo(dtype).max
+    x = torch.full((2, 4, 4), sign * offset_frac * big, dtype=dtype)
+    noise_factor = noise_frac * big
+    gen = torch.Generator().manual_seed(seed)
+    if noise_factor == 0:
+        assert torch.equal(perturb(x, 3, 0.0)[0], x)
+        return
+    try:
+        out = perturb(x, 3, noise_factor, generator=gen)
+    except ValueError as err:
+        assert "noise_factor" in str(err) and "log_alpha" in str(err)
+        # |Gumbel samples| stay below 40 in every dtype: refused only where one could overflow
+        assert offset_frac * big + 40 * noise_factor > big
+        return
+    assert torch.isfinite(out).all()
+    # samples reach beyond 2 in magnitude in every dtype: a clear overflow risk is never accepted
+    assert offset_frac * big + 2 * noise_factor <= big
+
+
+def test_noise_factor_that_overflows_is_blamed():
+    for fn in (perturb, gumbel_matching, gumbel_sinkhorn):
+        with pytest.raises(ValueError, match=r"noise_factor=1e\+38 is too large for torch.float32"):
+            fn(torch.zeros(3, 3), noise_factor=1e38)
+    with pytest.raises(ValueError, match="noise_factor=10000 is too large for torch.float16"):
+        perturb(torch.zeros(3, 3, dtype=torch.float16), noise_factor=1e4)
+    out = perturb(torch.zeros(3, 3, dtype=torch.float64), 100, noise_factor=1e38)
+    assert torch.isfinite(out).all() and out.abs().max() > 1e37

@@ -74,3 +74,37 @@ def test_float32_path_is_optimal(kind, batch, n):
     for b in range(shape[0]):
         rows, cols = linear_sum_assignment(exact[b], maximize=True)
         assert objective(exact[b], perm[b]) == pytest.approx(exact[b][rows, cols].sum(), rel=1e-12)
+
+
+@given(n=st.integers(1, 9), batch_shape=st.sampled_from([(0,), (0, 3), (2, 0)]),
+       solver=st.sampled_from(["auto", "lapx", "scipy"]), maximize=st.booleans())
+def test_empty_batches_give_empty_permutations(n, batch_shape, solver, maximize):
+    perm = matching(torch.zeros(*batch_shape, n, n), maximize=maximize, solver=solver)
+    assert perm.shape == (*batch_shape, n) and perm.dtype == torch.int64
+
+
+def test_meta_tensors_are_refused_by_name():
+    with pytest.raises(ValueError, match="scores is a meta tensor"):
+        matching(torch.zeros(3, 3, device="meta"))
+
+
+def test_vmap_is_one_batched_solve(generator):
+    x = torch.randn(4, 6, 6, generator=generator, dtype=torch.float64)
+    ref = matching(x)
+    assert torch.equal(torch.func.vmap(matching)(x), ref)
+    assert torch.equal(torch.func.vmap(matching, in_dims=1)(x.transpose(0, 1)), ref)
+    nested = torch.randn(2, 3, 5, 5, generator=generator)
+    assert torch.equal(torch.func.vmap(torch.func.vmap(matching))(nested), matching(nested))
+    costs = torch.func.vmap(lambda s: matching(s, maximize=False, solver="scipy"))(x)
+    assert torch.equal(costs, matching(-x))
+    with pytest.raises(ValueError, match="scores contains invalid numeric entries"):
+        torch.func.vmap(matching)(torch.full((2, 3, 3), float("nan")))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_jacobians_through_matching_are_zero(generator):
+    """The matching is piecewise constant: torch.func sees a non-differentiable output."""
+    x = torch.randn(5, 5, generator=generator, dtype=torch.float64)
+    for jac in (torch.func.jacrev, torch.func.jacfwd):
+        j = jac(lambda s: matching(s).double())(x)
+        assert j.shape == (5, 5, 5) and not j.any()
