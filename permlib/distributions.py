@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from permlib._checks import check_float_matrix, check_permutation
+from permlib._checks import check_float_matrix, check_permutation, check_tensor
 
 __all__ = [
     "MAX_ITEMS",
@@ -85,14 +85,20 @@ def permutation_frequencies(perm: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``(n!,)`` float64 frequencies on ``perm``'s device, indexed like
-        :func:`enumerate_permutations`.
+        :func:`enumerate_permutations`. No samples at all (an empty batch) raise
+        ``ValueError``: frequencies out of nothing are undefined (they would be NaN).
     """
+    check_tensor(perm, "perm")
     if perm.is_floating_point():
         check_float_matrix(perm, "perm")
         perm = perm.argmax(dim=-1)
     n = perm.shape[-1]
     if n > MAX_ITEMS:
         raise ValueError(f"perm must have n <= {MAX_ITEMS} items (enumeration), got n = {n}")
+    if perm.numel() == 0:
+        raise ValueError(
+            f"perm holds no samples (shape {tuple(perm.shape)}): their frequencies are undefined"
+        )
     counts = torch.bincount(permutation_rank(perm.reshape(-1, n)), minlength=math.factorial(n))
     return counts.double() / counts.sum()
 
@@ -148,6 +154,8 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
     Returns:
         The distance, in ``[0, 1]`` for probability vectors.
     """
+    check_tensor(p, "p")
+    check_tensor(q, "q")
     if p.shape != q.shape:
         shapes = f"{tuple(p.shape)} and {tuple(q.shape)}"
         raise ValueError(f"p and q must have the same shape, got {shapes}")

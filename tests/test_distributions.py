@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import permlib
 from permlib import distributions as ds
@@ -69,3 +71,22 @@ def test_total_variation():
     assert ds.total_variation(p, p) == 0.0
     with pytest.raises(ValueError, match="same shape"):
         ds.total_variation(p, q[:2])
+
+
+@given(n=st.integers(1, 5), batch_shape=st.sampled_from([(0,), (0, 3), (2, 0)]))
+def test_empty_batches(n, batch_shape):
+    perm = torch.zeros(*batch_shape, n, dtype=torch.int64)
+    assert ds.permutation_rank(perm).shape == batch_shape
+    with pytest.raises(ValueError, match="perm holds no samples"):
+        ds.permutation_frequencies(perm)
+    with pytest.raises(ValueError, match="perm holds no samples"):
+        ds.permutation_frequencies(torch.zeros(*batch_shape, n, n))
+
+
+def test_small_dtypes_and_non_tensors():
+    perms = ds.enumerate_permutations(4)
+    assert torch.equal(ds.permutation_rank(perms.to(torch.uint8)), torch.arange(24))
+    with pytest.raises(TypeError, match="perm must be a torch.Tensor"):
+        ds.permutation_frequencies([[0, 1], [1, 0]])
+    with pytest.raises(TypeError, match="q must be a torch.Tensor"):
+        ds.total_variation(torch.ones(2) / 2, [0.5, 0.5])
