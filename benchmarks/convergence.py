@@ -25,13 +25,14 @@ run mean anything.
 from __future__ import annotations
 
 import argparse
+import statistics
 import warnings
 
 import torch
 
 import permlib
 from benchmarks import memory
-from benchmarks.timing import interleaved
+from benchmarks.timing import interleaved, summary
 
 __all__ = ["measure", "main"]
 
@@ -85,8 +86,9 @@ def measure(
     Returns:
         ``{"config": {...}, "timing": [row, ...], "memory": [row, ...]}``; ``config`` also
         holds ``tol_stopped_early``, the share of items the ``tol`` variant stopped before
-        ``L`` (residual exactly zero). A timing row is
-        ``{"method", "min_ms", "ratio_vs_fixed"}``; a memory row is
+        ``L`` (residual exactly zero). A timing row is ``{"method", "min_ms", "median_ms",
+        "reps", "ratio_vs_fixed", "median_ratio_vs_fixed"}`` (ratios of the minima and of the
+        medians: on a shared machine, look at both); a memory row is
         ``{"L", "unroll_mb", "implicit_mb", "ratio_implicit_vs_unroll"}`` (MB = 1e6 bytes;
         ``None`` where the platform gives no measurement).
     """
@@ -94,9 +96,14 @@ def measure(
     x = torch.randn(B, N, N, generator=g, dtype=dtype).to(device)
     w = torch.randn(B, N, N, generator=g, dtype=dtype).to(device)
     seconds = interleaved(_calls(x, w, L), reps, device=device)
-    fixed = min(seconds["fixed"])
+    fixed, fixed_med = min(seconds["fixed"]), statistics.median(seconds["fixed"])
     timing = [
-        {"method": k, "min_ms": 1e3 * min(v), "ratio_vs_fixed": min(v) / fixed}
+        {
+            **summary(v),
+            "method": k,
+            "ratio_vs_fixed": min(v) / fixed,
+            "median_ratio_vs_fixed": statistics.median(v) / fixed_med,
+        }
         for k, v in seconds.items()
     ]
     rows = []
@@ -129,10 +136,13 @@ def format_table(result: dict) -> str:
         f"Sinkhorn forward+backward, B={c['B']} N={c['N']} L={c['L']} {c['dtype']} "
         f"on {c['device']} (min of {c['reps']} interleaved rounds; with tol, "
         f"{100 * c['tol_stopped_early']:.0f}% of the items stopped before L)",
-        f"{'method':<12} {'min ms':>9} {'vs fixed':>9}",
+        f"{'method':<12} {'min ms':>9} {'vs fixed':>9} {'median ms':>10} {'vs fixed':>9}",
     ]
     for r in result["timing"]:
-        lines.append(f"{r['method']:<12} {r['min_ms']:9.2f} {r['ratio_vs_fixed']:8.2f}x")
+        lines.append(
+            f"{r['method']:<12} {r['min_ms']:9.2f} {r['ratio_vs_fixed']:8.2f}x "
+            f"{r['median_ms']:10.2f} {r['median_ratio_vs_fixed']:8.2f}x"
+        )
     if result["memory"]:
         lines += ["", f"{'peak MB':<8} {'unroll':>9} {'implicit':>9} {'ratio':>7}"]
         for r in result["memory"]:
