@@ -4,7 +4,8 @@ Order-based errors compare a predicted permutation with the true one, both as in
 ``perm (..., N)`` (``perm[..., i]`` = position given to item ``i``): ``prop_wrong`` (the fraction
 of items put in a wrong position, "Prop. wrong" of Mena et al., 2017 [mena2017sinkhorn], written
 ``1 - (1/N) sum P * Q`` in the HSTE paper [hste]), ``prop_any_wrong`` (1 if any item is misplaced,
-"Prop. any wrong") and ``kendall_tau`` (rank correlation of the two permutations).
+"Prop. any wrong") and ``kendall_tau`` (rank correlation of the two permutations, by item, the
+default, or by position with ``convention="papers"``, the papers' reference code's).
 Feature-based errors compare a reconstruction with the truth: ``l1_error`` (mean absolute error) and
 ``l2_error`` (mean *squared* error, as reported in Table 2 of Mena et al., 2017 and Table 5 of the
 HSTE paper). ``constraint_error`` is the distance of a matrix from the Birkhoff polytope's
