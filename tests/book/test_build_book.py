@@ -178,3 +178,10 @@ def test_the_performance_chapter_reads_the_benchmark_results_and_report():
     src = ROOT / "notebooks" / "performance.md"
     inputs = {str(p.relative_to(ROOT)) for p in build_book.chapter_inputs(src)}
     assert {"benchmarks/results/bench_full_cpu.json", "benchmarks/report.py"} <= inputs
+
+
+@pytest.mark.parametrize("src", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_declared_reads_match_files(src):
+    """A `reads:` glob in a chapter's front matter that matches nothing is a stale declaration."""
+    for pattern in build_book._front_matter_reads(src.read_text(encoding="utf-8")):
+        assert [p for p in ROOT.glob(pattern) if p.is_file()], f"{src.name}: {pattern}"
