@@ -14,13 +14,12 @@ used: :meth:`SortingNetwork.predict` returns the exact matching of ``log_alpha``
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from permlib.nn.heads import Head, PermutationHead, reconstruct
-from permlib.sinkhorn import Backward
 
 __all__ = ["INITS", "Init", "SortingNetwork"]
 
@@ -34,17 +33,8 @@ class SortingNetwork(nn.Module):
     Args:
         n: numbers per list ``N`` (the width of ``g2``).
         hidden: width of ``g1`` (32 in the papers).
-        head: ``"sinkhorn"``, ``"gumbel_sinkhorn"`` or ``"hste"``: the kind of the
-            :class:`~permlib.nn.heads.PermutationHead` (``self.head``) built from this and the
-            next six arguments.
-        tau: Sinkhorn temperature (ignored by ``"hste"``).
-        n_iters: Sinkhorn iterations (the cap when ``tol`` is given).
-        noise_factor: scale of the Gumbel noise during training; ``None`` picks the head's
-            default (1.0 for ``"gumbel_sinkhorn"``, 0 otherwise). ``"sinkhorn"`` takes no noise.
-        n_samples: noise draws per list during training; ``None`` gives 1 without noise and 10
-            with noise (Table 3 of the Hungarian-STE paper).
-        tol: tolerance of :func:`permlib.sinkhorn` (``None``: fixed unrolling, the papers').
-        backward: ``"unroll"`` or ``"implicit"`` (see :func:`permlib.log_sinkhorn`).
+        head: a :class:`~permlib.nn.heads.PermutationHead`, or its kind (``"sinkhorn"``,
+            ``"gumbel_sinkhorn"``, ``"hste"``), built with ``head_options``.
         init: ``"glorot"`` (Glorot-uniform weights and zero biases: the defaults of the
             TensorFlow reference implementation of Mena et al.) or ``"torch"`` (``nn.Linear``'s
             default, uniform in ``±1/sqrt(fan_in)`` for weights and biases, as in the PyTorch
@@ -58,6 +48,10 @@ class SortingNetwork(nn.Module):
             the network stays permutation equivariant; it becomes invariant to shifting and
             scaling a list, which sorting is. Not in the papers (off by default).
         generator: CPU generator for the initial weights (instead of the global RNG).
+        **head_options: keyword arguments of :class:`~permlib.nn.heads.PermutationHead`
+            (``tau``, ``n_iters``, ``noise_factor``, ``n_samples``, ``tol``, ``backward``);
+            ``n_samples`` defaults to 10 with noise, the value of Table 3 of the Hungarian-STE
+            paper.
 
     Shape:
         ``x``: ``(B, N)`` scrambled numbers. ``log_alpha(x)``: ``(B, N, N)``.
@@ -70,17 +64,12 @@ class SortingNetwork(nn.Module):
         self,
         n: int,
         hidden: int = 32,
-        head: Head = "gumbel_sinkhorn",
+        head: Head | PermutationHead = "gumbel_sinkhorn",
         *,
-        tau: float = 1.0,
-        n_iters: int = 20,
-        noise_factor: float | None = None,
-        n_samples: int | None = None,
-        tol: float | None = None,
-        backward: Backward = "unroll",
         init: Init = "glorot",
         standardize: bool = False,
         generator: torch.Generator | None = None,
+        **head_options: Any,
     ) -> None:
         super().__init__()
         if init not in INITS:
@@ -90,10 +79,13 @@ class SortingNetwork(nn.Module):
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be a positive int, got {hidden!r}")
         self.n = n
-        self.head = PermutationHead(
-            head, tau=tau, n_iters=n_iters, noise_factor=noise_factor, n_samples=n_samples,
-            tol=tol, backward=backward,
-        )  # fmt: skip
+        if isinstance(head, PermutationHead):
+            if head_options:
+                raise ValueError(f"pass either a PermutationHead or its options, got both "
+                                 f"(options {sorted(head_options)})")  # fmt: skip
+            self.head = head
+        else:
+            self.head = PermutationHead(head, **head_options)
         self.g1 = nn.Linear(1, hidden)
         self.g2 = nn.Linear(hidden, n)
         self.init = init

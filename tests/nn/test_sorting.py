@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from permlib.data import sample_sorting_batch
-from permlib.nn import SortingNetwork, reconstruct
+from permlib.nn import PermutationHead, SortingNetwork, reconstruct
 from permlib.permutations import permutation_matrix
 
 
@@ -100,3 +100,13 @@ def test_standardized_network_is_equivariant_and_shift_scale_invariant(generator
     torch.testing.assert_close(net.log_alpha(7.0 * x + 3.0), net.log_alpha(x), atol=1e-5,
                                rtol=1e-5)  # fmt: skip
     assert torch.isfinite(net.log_alpha(torch.full((2, 6), 5.0))).all()  # a constant list
+
+
+def test_a_head_instance_plugs_in():
+    head = PermutationHead("hste", noise_factor=1.0, n_samples=3)
+    net = SortingNetwork(5, head=head)
+    assert net.head is head and net(torch.rand(2, 5)).shape == (3, 2, 5, 5)
+    with pytest.raises(ValueError, match="either a PermutationHead or its options"):
+        SortingNetwork(5, head=head, tau=0.5)
+    with pytest.raises(TypeError):
+        SortingNetwork(5, head="sinkhorn", taux=0.5)  # a typo is not swallowed
