@@ -134,6 +134,13 @@ class _Solved(NamedTuple):
     g: torch.Tensor
 
 
+def _potential_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype in which :func:`_solve` accumulates the potentials: float64 where the device has
+    it (the potentials grow to ``max |x|``, and in float32 their sum with ``x`` would lose the
+    digits of the entries that carry mass; they are ``O(N)``, so this costs nothing)."""
+    return x.dtype if x.device.type == "mps" else torch.float64
+
+
 def _solve(
     x: torch.Tensor,
     n_iters: int,
@@ -141,22 +148,33 @@ def _solve(
     record: bool,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     stops: torch.Tensor | None = None,
+    history: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> _Solved:
     """The log-domain loop on scaled scores ``x = log_alpha / tau``; returns ``log S^L(x)``.
 
+    Written as the textbook loop: the matrix ``X^l = x + f^l 1^T + 1 (g^l)^T`` itself is
+    updated (``X <- X - lse_rows(X)``, then ``X <- X - lse_cols(X)``), so the entries that carry
+    mass (near 0) keep full precision however large ``x`` or the potentials grow (forming
+    ``x + f + g`` from potentials of size ``max |x|`` would lose ``eps * max |x|`` there). The
+    potentials ``f``, ``g`` (the sums of the increments) are accumulated on the side in
+    :func:`_potential_dtype` for the report and the backward.
+
     ``init`` gives the starting potentials ``(f, g)`` (``(..., N)`` each; only ``g`` enters the
-    first row step). ``stops`` (``(...)`` int64, replay of :func:`_scalings`' per-item stops)
-    freezes each item after its own number of iterations instead of ``tol``. Items that
-    converged are frozen (masked), so how often the loop asks the host whether every item has
-    stopped (each iteration on the CPU, every :data:`_CHECK_EVERY` elsewhere, where asking is a
-    sync) does not change the result.
+    first row step). ``stops`` (``(...)`` int64, replay of a run's per-item stops) freezes each
+    item after its own number of iterations instead of ``tol``. Items that converged are frozen
+    (masked), so how often the loop asks the host whether every item has stopped (each
+    iteration on the CPU, every :data:`_CHECK_EVERY` elsewhere, where asking is a sync) does not
+    change the result. ``history``: a list that receives ``(f^l, g^l)`` after each iteration
+    (``O(N)`` per iteration and matrix, for :class:`_UnrolledLog`).
     """
     batch, n = x.shape[:-2], x.shape[-1]
-    zeros = torch.zeros(batch + (n,), dtype=x.dtype, device=x.device)
+    pdt = _potential_dtype(x)
+    u = torch.zeros(batch + (n,), dtype=pdt, device=x.device)
     if init is None:
-        u, v = zeros, zeros
+        v, mat = u, x
     else:
-        u, v = init[0].expand_as(zeros), init[1].expand_as(zeros)
+        v = init[1].to(pdt).expand_as(u)
+        mat = x + init[1].to(x.dtype).unsqueeze(-2)
     track = tol is not None or record
     active = torch.ones(batch, dtype=torch.bool, device=x.device) if tol is not None else None
     spent = torch.zeros(batch, dtype=torch.int64, device=x.device)
@@ -165,11 +183,11 @@ def _solve(
     errors: list[torch.Tensor] = []
     done = 0
     for it in range(n_iters):
-        lse_rows = _logsumexp(x + v.unsqueeze(-2), dim=-1)
+        lse_rows = _logsumexp(mat, dim=-1)
         if it > 0 and track:
-            # Row sums of the plan after `it` iterations are exp(u + lse_rows); its columns are
-            # already normalized, so this is its residual, obtained for O(N) extra work.
-            err = (u + lse_rows).exp().sub(1).abs().amax(dim=-1)
+            # the row sums of the plan after `it` iterations (its columns are normalized): its
+            # residual, for O(N) extra work
+            err = lse_rows.detach().exp().sub(1).abs().amax(dim=-1)
             if active is not None:
                 err = torch.where(active, err, errors[-1]) if errors else err
                 active = active & (err > tol)
@@ -178,20 +196,21 @@ def _solve(
                     break
             else:
                 errors.append(err)
-        if stops is not None:
-            step = stops > it
-            u = torch.where(step.unsqueeze(-1), -lse_rows, u)
-            v = torch.where(step.unsqueeze(-1), -_logsumexp(x + u.unsqueeze(-1), dim=-2), v)
-        elif active is None:
-            u = -lse_rows
-            v = -_logsumexp(x + u.unsqueeze(-1), dim=-2)
-        else:
-            u = torch.where(active.unsqueeze(-1), -lse_rows, u)
-            v_new = -_logsumexp(x + u.unsqueeze(-1), dim=-2)
-            v = torch.where(active.unsqueeze(-1), v_new, v)
-            spent = spent + active
+        step = stops > it if stops is not None else active
+        if step is not None:
+            lse_rows = torch.where(step.unsqueeze(-1), lse_rows, 0.0)
+        mat = mat - lse_rows.unsqueeze(-1)
+        lse_cols = _logsumexp(mat, dim=-2)
+        if step is not None:
+            lse_cols = torch.where(step.unsqueeze(-1), lse_cols, 0.0)
+            spent = spent + step
+        mat = mat - lse_cols.unsqueeze(-2)
+        u = u - lse_rows.detach().to(pdt)
+        v = v - lse_cols.detach().to(pdt)
+        if history is not None:
+            history.append((u, v))
         done = it + 1
-    log_p = x + u.unsqueeze(-1) + v.unsqueeze(-2)
+    log_p = mat
     if not track:
         return _Solved(log_p, None, u, v)
 
@@ -215,8 +234,8 @@ def _solve(
         converged=converged,
         errors=err_t.detach(),
         threshold=threshold,
-        f=u.detach(),
-        g=v.detach(),
+        f=u.to(x.dtype),
+        g=v.to(x.dtype),
     )
     return _Solved(log_p, info, u, v)
 
@@ -224,8 +243,7 @@ def _solve(
 class _Scaled(NamedTuple):
     """What :func:`_scalings` returns (shapes for ``x`` of shape ``(M, N, N)``)."""
 
-    k: torch.Tensor  # (M, N, N) kernel exp(x - c), still intact
-    c: torch.Tensor  # (M, N, 1) row maxima of x
+    k: torch.Tensor  # (M, N, N) kernel exp(x), still intact
     a: torch.Tensor | None  # with keep: (R, M, N), a^1..a^R
     b: torch.Tensor | None  # with keep: (R + 1, M, N), b^0..b^R
     a_fin: torch.Tensor  # (M, N) each item's result a
@@ -250,8 +268,9 @@ def _scalings(
 ) -> _Scaled | None:
     """The iterations in the scaling (exp) domain, for ``x`` of shape ``(M, N, N)``, no grad.
 
-    With ``c_i = max_j x_ij`` and ``K = exp(x - c 1^T)`` (entries in ``[0, 1]``, one 1 per row),
-    the potentials of the log-domain loop are ``f = log a - c`` and ``g = log b``, where
+    ``x`` comes row-shifted by the caller (``max_j x_ij = 0``, see :func:`_log_sinkhorn`), so
+    ``K = exp(x)`` has entries in ``[0, 1]`` and one 1 per row; the potentials of the log-domain
+    loop are ``f = log a`` and ``g = log b``, where
     ``a^l = 1 / (K b^{l-1})``, ``b^l = 1 / (K^T a^l)`` and ``b^0 = 1`` (``exp(g0 - max g0)``
     for a warm start: the shift is a gauge that cancels in the plan): each half-step is one
     batched vector-matrix product that reads ``K`` once, instead of the several passes over
@@ -287,8 +306,7 @@ def _scalings(
     if x.device.type == "meta":
         return None
     tracking = track or tol is not None
-    c = x.amax(dim=-1, keepdim=True)
-    k = torch.sub(x, c).exp_()
+    k = x.exp()
     k_t = k.mT
     if keep and not tracking:
         block = n_iters  # a single block
@@ -420,10 +438,10 @@ def _scalings(
             converged=converged,
             errors=err_t,
             threshold=threshold,
-            f=a_fin.log() - c.squeeze(-1) - (0.0 if shift is None else shift.unsqueeze(-1)),
+            f=a_fin.log() - (0.0 if shift is None else shift.unsqueeze(-1)),
             g=b_fin.log() + (0.0 if shift is None else shift.unsqueeze(-1)),
         )
-    return _Scaled(k, c, a_all, b_all, a_fin, b_fin, shift, stops, stopped, n_run, ok, info)
+    return _Scaled(k, a_all, b_all, a_fin, b_fin, shift, stops, stopped, n_run, ok, info)
 
 
 def _range_ok(
@@ -477,15 +495,17 @@ def _in_range(
 
 def _log_plan(
     x: torch.Tensor,
-    c: torch.Tensor,
     a: torch.Tensor,
     b: torch.Tensor,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``log P = x + f 1^T + 1 g^T`` with ``f = log a - c`` and ``g = log b`` (into ``out``, e.g.
-    the no longer needed ``K``, to spare a fresh ``N x N`` allocation)."""
-    u = a.log().unsqueeze(-1).sub_(c)
-    return torch.add(x, u, out=out).add_(b.log().unsqueeze(-2))
+    """``log P = x + f 1^T + 1 g^T`` with ``f = log a`` and ``g = log b`` (into ``out``, e.g.
+    the no longer needed ``K``, to spare a fresh ``N x N`` allocation).
+
+    ``x`` is row-shifted (``max_j x_ij = 0``) and ``f``, ``g`` are bounded by the range check of
+    :func:`_scalings`, so the entries that carry mass (``log P`` near 0) are sums of terms of
+    moderate size and keep full precision, however large the original scores."""
+    return torch.add(x, a.log().unsqueeze(-1), out=out).add_(b.log().unsqueeze(-2))
 
 
 class _UnrolledScaled(torch.autograd.Function):
@@ -509,13 +529,13 @@ class _UnrolledScaled(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, c, a, b, stops, a_fin, b_fin):  # noqa: D102
-        ctx.save_for_backward(x, c, a, b, stops)
-        return _log_plan(x, c, a_fin, b_fin)
+    def forward(ctx, x, a, b, stops, a_fin, b_fin):  # noqa: D102
+        ctx.save_for_backward(x, a, b, stops)
+        return _log_plan(x, a_fin, b_fin)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        x, c, a, b, stops = ctx.saved_tensors
+        x, a, b, stops = ctx.saved_tensors
         n_iters, m, n = a.shape
         if torch.is_grad_enabled():  # double backward: differentiate the plain loop
             with torch.enable_grad():
@@ -523,8 +543,8 @@ class _UnrolledScaled(torch.autograd.Function):
                 start = (torch.zeros_like(g0), g0)
                 out = _solve(x, n_iters, None, False, init=start, stops=stops).log_p
                 (grad_x,) = torch.autograd.grad(out, x, grad, create_graph=True)
-            return grad_x, None, None, None, None, None, None
-        k = torch.sub(x, c).exp_()
+            return grad_x, None, None, None, None, None
+        k = x.exp()
         k_t = k.mT
         # The rank-2L factors, (2L, M, 1, N): even slots (a^l, b^l * vbar^l), odd slots
         # (a^l * ubar^l, b^{l-1}). Everything known up front is copied in one op; the loop writes
@@ -559,7 +579,97 @@ class _UnrolledScaled(torch.autograd.Function):
         low_rank = torch.bmm(
             left.squeeze(-2).permute(1, 2, 0), right.squeeze(-2).transpose(0, 1)
         )
-        return torch.addcmul(grad, k, low_rank, value=-1), None, None, None, None, None, None
+        return torch.addcmul(grad, k, low_rank, value=-1), None, None, None, None, None
+
+
+class _UnrolledLog(torch.autograd.Function):
+    """Exact gradient of the log-domain loop (:func:`_solve`) from its potentials alone.
+
+    The fallback's counterpart of :class:`_UnrolledScaled`: autograd through the loop would
+    keep an ``N x N`` tensor per half-step (``O(L N^2)``, about 9x the fast path's memory at
+    ``B = 4096, N = 100``); this stores ``x`` and the potentials ``f^l``, ``g^l`` of every
+    iteration (``O(N)`` each, in :func:`_potential_dtype`) and, going backwards, recomputes the
+    row-step plan ``R^l = exp(x + f^l 1^T + 1 (g^{l-1})^T)`` and the column-step plan
+    ``C^l = exp(x + f^l 1^T + 1 (g^l)^T)`` one at a time (the sum formed in the potentials'
+    dtype, so entries near 1 keep their digits). The recursion is that of
+    :class:`_UnrolledScaled`:
+
+        ubar^l += -C^l vbar^l,   vbar^{l-1} = -(R^l)^T ubar^l,
+        dL/dx = G - sum_l (C^l * (1 vbar^l^T) + R^l * (ubar^l 1^T)),
+
+    with per-item stops masking an item's iterations after its last. The backward costs two
+    ``exp`` over ``N x N`` per iteration (what the autograd backward of ``logsumexp`` costs) and
+    memory for two ``N x N`` temporaries. A second derivative replays :func:`_solve` under
+    autograd (same stops and warm start), so it is exact too, at the plain loop's memory.
+    """
+
+    @staticmethod
+    def forward(ctx, x, log_p, us, vs, stops):  # noqa: D102
+        ctx.save_for_backward(x, us, vs, stops)
+        return log_p
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, us, vs, stops = ctx.saved_tensors
+        n_iters, m, n = us.shape
+        if torch.is_grad_enabled():  # double backward: differentiate the plain loop
+            with torch.enable_grad():
+                start = (vs[0], vs[0])  # only g enters the first row step
+                out = _solve(x, n_iters, None, False, init=start, stops=stops).log_p
+                (grad_x,) = torch.autograd.grad(out, x, grad, create_graph=True)
+            return grad_x, None, None, None, None
+        floor = _EXP_FLOOR.get(x.dtype, -80.0)
+        xp = x.to(us.dtype)  # the potentials' dtype (float64): x + f + g without cancellation
+        z = torch.empty_like(xp)
+        plan = torch.empty_like(x)
+        out = grad.clone()
+        u_in = grad.sum(dim=-1).unsqueeze(-1)  # (M, N, 1)
+        vbar = grad.sum(dim=-2).unsqueeze(-1)  # (M, N, 1)
+        if stops is not None:  # per-item masks of all iterations, made once: (L, M, 1, 1)
+            its = torch.arange(n_iters, device=x.device).view(-1, 1, 1, 1)
+            live = (stops.view(1, m, 1, 1) > its).unbind(0)
+            last = (stops.view(1, m, 1, 1) == its + 1).to(x.dtype).unbind(0)
+
+        def exp_plan(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+            torch.add(xp, f.unsqueeze(-1), out=z).add_(g.unsqueeze(-2)).clamp_min_(floor)
+            return plan.copy_(z).exp_()
+
+        for it in range(n_iters - 1, -1, -1):
+            c = exp_plan(us[it], vs[it + 1])  # column-step plan C
+            w = vbar if stops is None else vbar * live[it]
+            out.addcmul_(c, w.mT, value=-1)
+            ubar = torch.bmm(c, w).neg_()  # (M, N, 1)
+            if stops is not None:
+                ubar.addcmul_(u_in, last[it])  # G 1 enters at the item's last step
+            elif it == n_iters - 1:
+                ubar.add_(u_in)
+            r = exp_plan(us[it], vs[it])  # row-step plan R
+            out.addcmul_(r, ubar, value=-1)
+            if it > 0:
+                back = torch.bmm(r.mT, ubar).neg_()
+                vbar = back if stops is None else torch.where(live[it], back, vbar)
+        return out, None, None, None, None
+
+
+def _check_tau(tau: object) -> tuple[float, torch.Tensor | None]:
+    """``tau`` as a float (a finite number > 0), and as a 0-d tensor when it is a tensor that
+    requires grad: then ``log_alpha / tau`` is formed with it and ``d/dtau`` flows (through
+    either backward) instead of being silently dropped."""
+    value = check_positive_real(tau, "tau")
+    if isinstance(tau, torch.Tensor) and tau.requires_grad:
+        return value, tau.reshape(())
+    return value, None
+
+
+def _representable(log_p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``log_p`` with entries below ``-finfo(dtype).max`` raised to it, so that the cast to a low
+    precision ``dtype`` stays finite (float16 holds no log-probability below -65504, which the
+    cast would turn into -inf). ``exp`` of the floor is 0 in that dtype, as the true value's is.
+    The gradient passes through unchanged (straight through), as if the value were held."""
+    floor = -torch.finfo(dtype).max
+    if not (log_p.requires_grad and torch.is_grad_enabled()):
+        return log_p.clamp_min(floor)
+    return log_p + (log_p.detach().clamp_min(floor) - log_p.detach())
 
 
 def _upcast_if_overflowing(x: torch.Tensor, tau: float, extent: float) -> torch.Tensor:
@@ -847,7 +957,7 @@ def _log_sinkhorn(
     exponentiated); ``stacklevel`` points the warning at the caller; ``eager`` forces the
     up-front host checks (the CPU's way) on any device."""
     check_float_matrix(log_alpha, "log_alpha", finite=False)
-    tau = check_positive_real(tau, "tau")
+    tau, tau_t = _check_tau(tau)
     n_iters = check_positive_int(n_iters, "n_iters")
     if tol is not None:
         tol = check_positive_real(tol, "tol")
@@ -868,8 +978,16 @@ def _log_sinkhorn(
         for name, t in zip(("init[0] (f)", "init[1] (g)"), pot or (), strict=False):
             finite_range(t, name)
         x = _upcast_if_overflowing(x, tau, max(-lo, hi))
-    if tau != 1.0:
-        x = x / tau
+    # Shift each row to its maximum BEFORE dividing by tau: S is unchanged (the first step is a
+    # row normalization; the shift is a constant for autograd, whose row sums of dL/dx vanish),
+    # and x / tau keeps the digits of the differences that decide P even when max |x| / tau is
+    # far beyond 1 / eps (1e6 + randn at tau = 1e-2 would otherwise round by ~4 in x / tau).
+    shift = x.detach().amax(dim=-1, keepdim=True)
+    x = x - shift
+    if tau_t is not None:
+        x = x / tau_t.to(device=x.device, dtype=x.dtype)
+    elif tau != 1.0:
+        x = x.div_(tau) if not x.requires_grad else x / tau
     batch, n = x.shape[:-2], x.shape[-1]
     flat = x.reshape(-1, n, n)
     if pot is not None:
@@ -901,35 +1019,52 @@ def _log_sinkhorn(
         )
 
     n_bad, worst, info = 0, 0.0, None
+    # the report's f is in the convention log P = log_alpha / tau + f + g: undo the row shift
+    offset = (shift.squeeze(-1) / (tau if tau_t is None else tau_t.detach().to(shift))).reshape(
+        -1, n
+    )
     if sc is not None:
         stops = sc.stops
         if sc.info is not None:
             n_bad, worst = int(host[0]), host[1]
-            info = _shaped(sc.info, batch, int(host[2]) if tol is not None else None)
+            info = _shaped(sc.info, batch, int(host[2]) if tol is not None else None, offset)
             if tol is not None and not host[3]:
                 stops = None  # every item ran all iterations: the plain backward
         out = _from_scalings(flat, sc, stops, unroll, implicit, plan)
     else:  # the log-domain loop
         init_flat = None if pot is None else (pot[0].reshape(-1, n), g0)
-        if implicit:
+        if not grad or x.device.type == "meta":  # no gradient, or shapes only: plain autograd
+            solved = _solve(flat, n_iters, tol, track, init_flat)
+            out = solved.log_p.exp() if plan else solved.log_p
+        elif implicit:
             with torch.no_grad():
                 solved = _solve(flat.detach(), n_iters, tol, track, init_flat)
             res = solved.log_p.exp_() if plan else solved.log_p
             out = _ImplicitGrad.apply(flat, res, plan)
-        else:
-            solved = _solve(flat, n_iters, tol, track, init_flat)
-            out = solved.log_p.exp() if plan else solved.log_p
+        else:  # unrolled: the hand-written backward stores potentials only
+            hist: list[tuple[torch.Tensor, torch.Tensor]] = []
+            with torch.no_grad():
+                solved = _solve(flat.detach(), n_iters, tol, track, init_flat, history=hist)
+                zero = torch.zeros_like(hist[0][1])
+                us = torch.stack([h[0] for h in hist])
+                vs = torch.stack([zero if g0 is None else g0.to(zero.dtype)] + [h[1] for h in hist])
+            stops = solved.info.n_iters if tol is not None else None
+            out = _UnrolledLog.apply(flat, solved.log_p, us, vs, stops)
+            out = out.exp() if plan else out
         if solved.info is not None and x.device.type != "meta":
             n_bad, worst = (
                 int((~solved.info.converged).sum()),
                 float(_amax0(solved.info.residual)),
             )
         if solved.info is not None:
-            info = _shaped(solved.info, batch, None)
+            info = _shaped(solved.info, batch, None, offset)
     if n_bad and (tol is not None or implicit):
         total = math.prod(batch)
         _warn_unconverged(n_bad, total, worst, tol, n_iters, implicit, stacklevel)
-    out = out.reshape(x.shape).to(dtype)
+    out = out.reshape(x.shape)
+    if not plan and dtype in _LOW_PRECISION:
+        out = _representable(out, dtype)
+    out = out.to(dtype)
     return (out, info) if return_info else out
 
 
@@ -938,16 +1073,20 @@ def _amax0(t: torch.Tensor) -> torch.Tensor:
     return t.amax() if t.numel() else torch.zeros((), dtype=t.dtype, device=t.device)
 
 
-def _shaped(info: SinkhornInfo, batch: torch.Size, longest: int | None) -> SinkhornInfo:
-    """The flat ``(M, ...)`` report in the batch shape, errors cut to ``longest`` iterations."""
+def _shaped(
+    info: SinkhornInfo, batch: torch.Size, longest: int | None, offset: torch.Tensor
+) -> SinkhornInfo:
+    """The flat ``(M, ...)`` report in the batch shape, errors cut to ``longest`` iterations,
+    ``offset`` (``(M, N)``, the row shift over ``tau``) taken off ``f``."""
     errors = info.errors if longest is None else info.errors[..., :longest]
+    f = info.f if info.f is None else info.f - offset.to(info.f.dtype)
     return SinkhornInfo(
         residual=info.residual.reshape(batch),
         n_iters=info.n_iters.reshape(batch),
         converged=info.converged.reshape(batch),
         errors=errors.reshape(batch + errors.shape[-1:]),
         threshold=info.threshold,
-        f=None if info.f is None else info.f.reshape(batch + info.f.shape[-1:]),
+        f=None if f is None else f.reshape(batch + f.shape[-1:]),
         g=None if info.g is None else info.g.reshape(batch + info.g.shape[-1:]),
     )
 
@@ -964,13 +1103,13 @@ def _from_scalings(
     unrolled (hand-written backward), implicit, or none."""
     a, b = sc.a_fin, sc.b_fin
     if unroll:
-        out = _UnrolledScaled.apply(flat, sc.c, sc.a, sc.b, stops, a, b)
+        out = _UnrolledScaled.apply(flat, sc.a, sc.b, stops, a, b)
         return out.exp() if plan else out
     with torch.no_grad():  # in place in K: the plan needs no log and no exp over N x N
         if plan:
             out = sc.k.mul_(a.unsqueeze(-1)).mul_(b.unsqueeze(-2))
         else:
-            out = _log_plan(flat.detach(), sc.c, a, b, out=sc.k)
+            out = _log_plan(flat.detach(), a, b, out=sc.k)
     return _ImplicitGrad.apply(flat, out, plan) if implicit else out
 
 
