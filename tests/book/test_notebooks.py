@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -69,18 +70,20 @@ def test_nbval(name):
 
     Only the sanitizers of ``nbval_sanitize.cfg`` (timings, dates, addresses, paths, progress
     bars) and cells tagged ``nbval-ignore-output`` (live measurements; the chapter says why) are
-    exempt, so the chapters' numbers are shown to reproduce. The notebook is re-run from a
-    folder directly under the repository, as papermill ran it from ``notebooks/``, so that the
-    chapters' ``../benchmarks/...`` paths resolve.
+    exempt, so the chapters' numbers are shown to reproduce. Cells run with input history, as
+    papermill runs them (``nbval_history.py``: a trailing ``;`` then silences a value). The
+    notebook is re-run from a folder directly under the repository, as papermill ran it from
+    ``notebooks/``, so that the chapters' ``../benchmarks/...`` paths resolve.
     """
     require_executed(name)
     with tempfile.TemporaryDirectory(dir=ROOT, prefix=".nbval-") as tmp:
         copy = Path(tmp) / f"{name}.ipynb"
         shutil.copy(EXECUTED / f"{name}.ipynb", copy)
         cmd = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
-               "--nbval-sanitize-with", str(SANITIZE), "-q", "-p", "no:cacheprovider",
-               "--rootdir", tmp, "-c", "/dev/null", str(copy)]
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+               "--nbval-sanitize-with", str(SANITIZE), "-p", "nbval_history", "-q",
+               "-p", "no:cacheprovider", "--rootdir", tmp, "-c", "/dev/null", str(copy)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # nbval_history.py
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
 
 
