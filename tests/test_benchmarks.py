@@ -87,13 +87,14 @@ def test_bench_without_record_leaves_the_tracked_results_alone(monkeypatch, tmp_
 
     before = _git_status("benchmarks")
     monkeypatch.setattr(run, "run_ott", lambda *a: None)  # seconds, not a JAX start per size
-    monkeypatch.setattr(run, "SCRATCH", tmp_path / "scratch")
-    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")  # a write there would show
+    written = run.SCRATCH / "bench_tiny_cpu.json"  # the real default: _build/bench/
+    written.unlink(missing_ok=True)
     result = run.main(["--tiny", "--no-memory", "--no-figure", "--no-convergence"])
-    assert (tmp_path / "scratch" / "bench_tiny_cpu.json").exists()
+    assert json.loads(written.read_text())["rows"] == result["rows"]
     assert not (tmp_path / "results").exists()
     assert not result["record_refused"]
-    assert _git_status("benchmarks") == before
+    assert _git_status("benchmarks") == before  # benchmarks/ as clean (or dirty) as before
 
 
 def test_record_writes_results_only_for_a_quiet_run(monkeypatch, tmp_path):
