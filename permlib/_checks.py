@@ -91,8 +91,16 @@ def check_float_matrix(
 
 
 def check_positive_real(value: object, name: str) -> float:
-    """A finite real number > 0 (bools are rejected)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    """A finite real number > 0 (bools are rejected); a one-element tensor counts as its value
+    (read on the host)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(
+                f"{name} must be a real number or a one-element tensor, got a tensor of shape "
+                f"{tuple(value.shape)}"
+            )
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real number, got a {value.dtype} tensor")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")

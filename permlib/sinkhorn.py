@@ -243,7 +243,7 @@ def _solve(
 class _Scaled(NamedTuple):
     """What :func:`_scalings` returns (shapes for ``x`` of shape ``(M, N, N)``)."""
 
-    k: torch.Tensor  # (M, N, N) kernel exp(x), still intact
+    k: torch.Tensor  # (M, N, N) kernel exp(x - c), still intact
     a: torch.Tensor | None  # with keep: (R, M, N), a^1..a^R
     b: torch.Tensor | None  # with keep: (R + 1, M, N), b^0..b^R
     a_fin: torch.Tensor  # (M, N) each item's result a
@@ -258,6 +258,7 @@ class _Scaled(NamedTuple):
 
 def _scalings(
     x: torch.Tensor,
+    c: torch.Tensor | None,
     n_iters: int,
     keep: bool,
     tol: float | None = None,
@@ -268,9 +269,10 @@ def _scalings(
 ) -> _Scaled | None:
     """The iterations in the scaling (exp) domain, for ``x`` of shape ``(M, N, N)``, no grad.
 
-    ``x`` comes row-shifted by the caller (``max_j x_ij = 0``, see :func:`_log_sinkhorn`), so
-    ``K = exp(x)`` has entries in ``[0, 1]`` and one 1 per row; the potentials of the log-domain
-    loop are ``f = log a`` and ``g = log b``, where
+    ``c`` is ``(M, N, 1)``, the row maxima of ``x``, or ``None`` when the caller already shifted
+    the rows (``max_j x_ij = 0``, see :func:`_log_sinkhorn`). ``K = exp(x - c 1^T)`` has entries
+    in ``[0, 1]`` and one 1 per row; the potentials of the log-domain loop on the row-shifted
+    ``x - c 1^T`` are ``f = log a`` and ``g = log b``, where
     ``a^l = 1 / (K b^{l-1})``, ``b^l = 1 / (K^T a^l)`` and ``b^0 = 1`` (``exp(g0 - max g0)``
     for a warm start: the shift is a gauge that cancels in the plan): each half-step is one
     batched vector-matrix product that reads ``K`` once, instead of the several passes over
@@ -306,7 +308,7 @@ def _scalings(
     if x.device.type == "meta":
         return None
     tracking = track or tol is not None
-    k = x.exp()
+    k = x.exp() if c is None else torch.sub(x, c).exp_()
     k_t = k.mT
     if keep and not tracking:
         block = n_iters  # a single block
@@ -495,16 +497,22 @@ def _in_range(
 
 def _log_plan(
     x: torch.Tensor,
+    c: torch.Tensor | None,
     a: torch.Tensor,
     b: torch.Tensor,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``log P = x + f 1^T + 1 g^T`` with ``f = log a`` and ``g = log b`` (into ``out``, e.g.
-    the no longer needed ``K``, to spare a fresh ``N x N`` allocation).
+    """``log P = (x - c 1^T) + f 1^T + 1 g^T`` with ``f = log a`` and ``g = log b`` (into
+    ``out``, e.g. the no longer needed ``K``, to spare a fresh ``N x N`` allocation).
 
-    ``x`` is row-shifted (``max_j x_ij = 0``) and ``f``, ``g`` are bounded by the range check of
-    :func:`_scalings`, so the entries that carry mass (``log P`` near 0) are sums of terms of
-    moderate size and keep full precision, however large the original scores."""
+    ``x - c 1^T`` is formed first (``c``: the row maxima, or ``None`` if ``x`` is shifted) and
+    ``f``, ``g`` are bounded by the range check of :func:`_scalings`, so the entries that carry
+    mass (``log P`` near 0) are sums of terms of moderate size and keep full precision, however
+    large the original scores (adding ``x`` to ``f = log a - c`` would round ``f`` to the
+    spacing of ``c``)."""
+    if c is not None:
+        out = torch.sub(x, c, out=out)
+        return out.add_(a.log().unsqueeze(-1)).add_(b.log().unsqueeze(-2))
     return torch.add(x, a.log().unsqueeze(-1), out=out).add_(b.log().unsqueeze(-2))
 
 
@@ -529,13 +537,13 @@ class _UnrolledScaled(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, a, b, stops, a_fin, b_fin):  # noqa: D102
-        ctx.save_for_backward(x, a, b, stops)
-        return _log_plan(x, a_fin, b_fin)
+    def forward(ctx, x, c, a, b, stops, a_fin, b_fin):  # noqa: D102
+        ctx.save_for_backward(x, c, a, b, stops)
+        return _log_plan(x, c, a_fin, b_fin)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        x, a, b, stops = ctx.saved_tensors
+        x, c, a, b, stops = ctx.saved_tensors
         n_iters, m, n = a.shape
         if torch.is_grad_enabled():  # double backward: differentiate the plain loop
             with torch.enable_grad():
@@ -543,8 +551,8 @@ class _UnrolledScaled(torch.autograd.Function):
                 start = (torch.zeros_like(g0), g0)
                 out = _solve(x, n_iters, None, False, init=start, stops=stops).log_p
                 (grad_x,) = torch.autograd.grad(out, x, grad, create_graph=True)
-            return grad_x, None, None, None, None, None
-        k = x.exp()
+            return grad_x, None, None, None, None, None, None
+        k = x.exp() if c is None else torch.sub(x, c).exp_()
         k_t = k.mT
         # The rank-2L factors, (2L, M, 1, N): even slots (a^l, b^l * vbar^l), odd slots
         # (a^l * ubar^l, b^{l-1}). Everything known up front is copied in one op; the loop writes
@@ -579,7 +587,7 @@ class _UnrolledScaled(torch.autograd.Function):
         low_rank = torch.bmm(
             left.squeeze(-2).permute(1, 2, 0), right.squeeze(-2).transpose(0, 1)
         )
-        return torch.addcmul(grad, k, low_rank, value=-1), None, None, None, None, None
+        return torch.addcmul(grad, k, low_rank, value=-1), None, None, None, None, None, None
 
 
 class _UnrolledLog(torch.autograd.Function):
@@ -982,14 +990,20 @@ def _log_sinkhorn(
     # row normalization; the shift is a constant for autograd, whose row sums of dL/dx vanish),
     # and x / tau keeps the digits of the differences that decide P even when max |x| / tau is
     # far beyond 1 / eps (1e6 + randn at tau = 1e-2 would otherwise round by ~4 in x / tau).
+    # At tau = 1 the shift is left to the passes that read x anyway (c: the row maxima), so that
+    # no extra N x N copy is made; the fallback loop then shifts for itself.
     shift = x.detach().amax(dim=-1, keepdim=True)
-    x = x - shift
+    c = None
     if tau_t is not None:
-        x = x / tau_t.to(device=x.device, dtype=x.dtype)
+        x = (x - shift) / tau_t.to(device=x.device, dtype=x.dtype)
     elif tau != 1.0:
-        x = x.div_(tau) if not x.requires_grad else x / tau
+        x = (x - shift).div_(tau)
+    else:
+        c = shift
     batch, n = x.shape[:-2], x.shape[-1]
     flat = x.reshape(-1, n, n)
+    if c is not None:
+        c = c.reshape(-1, n, 1)
     if pot is not None:
         pot = tuple(t.to(x.dtype).expand(batch + (n,)) for t in pot)
     g0 = None if pot is None else pot[1].reshape(-1, n)
@@ -999,7 +1013,7 @@ def _log_sinkhorn(
     track = return_info or tol is not None or implicit
 
     with torch.no_grad():
-        sc = _scalings(flat.detach(), n_iters, unroll, tol, track, g0, defer, bad)
+        sc = _scalings(flat.detach(), c, n_iters, unroll, tol, track, g0, defer, bad)
     # The one host check of the call: input and scaling range (deferred on CUDA), and what the
     # warnings and the report's shape need.
     flags: list[torch.Tensor] = []
@@ -1030,9 +1044,11 @@ def _log_sinkhorn(
             info = _shaped(sc.info, batch, int(host[2]) if tol is not None else None, offset)
             if tol is not None and not host[3]:
                 stops = None  # every item ran all iterations: the plain backward
-        out = _from_scalings(flat, sc, stops, unroll, implicit, plan)
+        out = _from_scalings(flat, c, sc, stops, unroll, implicit, plan)
     else:  # the log-domain loop
         init_flat = None if pot is None else (pot[0].reshape(-1, n), g0)
+        if c is not None:
+            flat = flat - c
         if not grad or x.device.type == "meta":  # no gradient, or shapes only: plain autograd
             solved = _solve(flat, n_iters, tol, track, init_flat)
             out = solved.log_p.exp() if plan else solved.log_p
@@ -1093,6 +1109,7 @@ def _shaped(
 
 def _from_scalings(
     flat: torch.Tensor,
+    c: torch.Tensor | None,
     sc: _Scaled,
     stops: torch.Tensor | None,
     unroll: bool,
@@ -1103,13 +1120,13 @@ def _from_scalings(
     unrolled (hand-written backward), implicit, or none."""
     a, b = sc.a_fin, sc.b_fin
     if unroll:
-        out = _UnrolledScaled.apply(flat, sc.a, sc.b, stops, a, b)
+        out = _UnrolledScaled.apply(flat, c, sc.a, sc.b, stops, a, b)
         return out.exp() if plan else out
     with torch.no_grad():  # in place in K: the plan needs no log and no exp over N x N
         if plan:
             out = sc.k.mul_(a.unsqueeze(-1)).mul_(b.unsqueeze(-2))
         else:
-            out = _log_plan(flat.detach(), a, b, out=sc.k)
+            out = _log_plan(flat.detach(), c, a, b, out=sc.k)
     return _ImplicitGrad.apply(flat, out, plan) if implicit else out
 
 

@@ -148,3 +148,16 @@ def test_bad_gumbel_dtype():
 def test_meta_tensors_need_values(fname, name):
     with pytest.raises(ValueError, match=f"{name} is a meta tensor"):
         SQUARE_FUNCTIONS[fname](torch.zeros(2, 3, 3, device="meta"))
+
+
+@pytest.mark.parametrize(
+    "tau,exc,msg",
+    [
+        (torch.tensor([0.5, 1.0]), TypeError, r"tau must be a real number or a one-element tensor"),
+        (torch.tensor(-1.0, requires_grad=True), ValueError, "tau must be a finite number > 0"),
+        (torch.tensor(True), TypeError, "tau must be a real number"),
+    ],
+)
+def test_bad_tensor_tau_is_rejected_naming_it(tau, exc, msg):
+    with pytest.raises(exc, match=msg):
+        permlib.sinkhorn(torch.zeros(3, 3), tau=tau)
