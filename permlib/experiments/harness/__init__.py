@@ -18,6 +18,7 @@ Experiments import the harness; the harness never imports an experiment.
 from permlib.experiments.harness.cli import Selection, experiment_parser, selection_from_args
 from permlib.experiments.harness.compare import (
     compare,
+    describe,
     load_paper_tables,
     markdown_table,
     summarize,
@@ -39,6 +40,7 @@ from permlib.experiments.harness.results import (
     ResultsStore,
     StaleCellError,
     cell_id,
+    select_records,
 )
 from permlib.experiments.harness.train import (
     CheckpointWarning,
@@ -64,6 +66,7 @@ __all__ = [
     "compare",
     "config_dict",
     "config_from_dict",
+    "describe",
     "experiment_parser",
     "fit",
     "generators",
@@ -80,6 +83,7 @@ __all__ = [
     "results_dir",
     "run_grid",
     "select_cells",
+    "select_records",
     "selection_from_args",
     "summarize",
     "torch_threads",

@@ -23,7 +23,14 @@ import pandas as pd
 
 from permlib.experiments.harness.paths import PAPER_TABLES_ENV, paper_tables_path
 
-__all__ = ["STATUSES", "compare", "load_paper_tables", "markdown_table", "summarize"]
+__all__ = [
+    "STATUSES",
+    "compare",
+    "describe",
+    "load_paper_tables",
+    "markdown_table",
+    "summarize",
+]
 
 STATUSES = ("met", "worse", "missing", "ours only")
 
@@ -132,6 +139,23 @@ def summarize(table: pd.DataFrame) -> dict[str, Any]:
         "total": int(len(table) - counts["ours only"]),
         "worse_rows": table[table["status"] == "worse"],
     }
+
+
+def describe(table: pd.DataFrame, keys: Sequence[str], worst: int = 3, digits: int = 2) -> str:
+    """One sentence on a comparison: how many cells are met, worse, missing, ours only, and the
+    ``worst`` largest shortfalls named by ``keys``."""
+    s = summarize(table)
+    text = (f"{s['met']} of {s['total']} cells met or beaten, {s['worse']} worse, "
+            f"{s['missing']} not run yet.")  # fmt: skip
+    if s["ours_only"]:
+        text += f" {s['ours_only']} of ours have no paper value."
+    rows = s["worse_rows"]
+    if len(rows):
+        rows = rows.assign(_size=rows["gap"].abs()).sort_values("_size", ascending=False)
+        named = [", ".join(f"{k} {r[k]}" for k in keys) + f" (gap {r['gap']:+.{digits}f})"
+                 for r in rows.head(worst).to_dict("records")]  # fmt: skip
+        text += " Largest shortfalls: " + "; ".join(named) + "."
+    return text
 
 
 def markdown_table(

@@ -35,6 +35,7 @@ __all__ = [
     "StaleCellError",
     "cell_id",
     "config_diff",
+    "select_records",
     "sha256",
 ]
 
@@ -72,6 +73,13 @@ def config_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> dict[s
     return {
         k: (stored.get(k), current.get(k)) for k in keys if stored.get(k) != current.get(k)
     }
+
+
+def select_records(data: Mapping[str, Any] | None, **axes: Any) -> list[dict[str, Any]]:
+    """The records of a loaded results file whose cell matches every given axis value
+    (``select_records(data, method="hste", n=100)``); ``[]`` for ``None``."""
+    return [r for r in (data or {}).get("cells", [])
+            if all(r["cell"].get(k) == v for k, v in axes.items())]  # fmt: skip
 
 
 class ResultsStore:

@@ -56,3 +56,23 @@ def test_load_paper_tables(tmp_path, monkeypatch):
     f.write_text("{")
     with pytest.raises(ValueError, match="p.json"):
         load_paper_tables(f)
+
+
+def test_describe_names_the_largest_shortfalls():
+    from permlib.experiments.harness import describe
+
+    t = compare([{"N": n, "paper": 0.0} for n in (5, 10, 15)],
+                [{"N": 5, "value": 0.5}, {"N": 10, "value": 0.2}, {"N": 99, "value": 0.1}],
+                on=["N"])  # fmt: skip
+    text = describe(t, ["N"], worst=1)
+    assert text.startswith("0 of 3 cells met or beaten, 2 worse, 1 not run yet.")
+    assert "1 of ours have no paper value" in text and "N 5 (gap +0.50)" in text
+    assert "N 10" not in text
+
+
+def test_select_records():
+    from permlib.experiments.harness import select_records
+
+    data = {"cells": [{"cell": {"m": "a", "n": 1}}, {"cell": {"m": "b", "n": 1}}]}
+    assert [r["cell"]["m"] for r in select_records(data, n=1)] == ["a", "b"]
+    assert select_records(data, m="b", n=1) == [data["cells"][1]] and select_records(None) == []
