@@ -23,8 +23,10 @@ __all__ = [
     "check_same_device",
     "check_same_shape",
     "check_tensor",
+    "defers",
     "extremes",
     "finite_range",
+    "nonfinite",
 ]
 
 
@@ -46,6 +48,28 @@ def extremes(x: torch.Tensor) -> torch.Tensor:
         return torch.zeros(2, dtype=x.dtype, device=x.device)
     lo, hi = x.detach().aminmax()
     return torch.stack([lo, hi])
+
+
+def defers(device: torch.device) -> bool:
+    """Whether calls on ``device`` gather their host checks into one deferred read (CUDA, where
+    each read is a synchronization) instead of checking up front (CPU, where a read is free).
+
+    The pattern: compute :func:`nonfinite` (or :func:`extremes`) flags on the device, do the
+    work, read the flags once at the end (with whatever else the call reads anyway), and on a
+    failed flag redo the eager host checks (:func:`finite_range`), which raise the same errors,
+    naming the argument, as on the CPU.
+    """
+    return device.type == "cuda"
+
+
+def nonfinite(*tensors: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor on the first tensor's device, true when any entry of any floating tensor
+    is NaN or +-inf; computed from :func:`extremes` (one fused reduction each), not read."""
+    flags = [~torch.isfinite(extremes(t)).all() for t in tensors]
+    out = flags[0]
+    for f in flags[1:]:
+        out = out | f.to(out.device)
+    return out
 
 
 def finite_range(x: torch.Tensor, name: str) -> tuple[float, float]:

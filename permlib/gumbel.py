@@ -19,6 +19,8 @@ from permlib._checks import (
     check_generator,
     check_positive_int,
     check_positive_real,
+    defers,
+    extremes,
     finite_range,
 )
 from permlib.matching import matching
@@ -108,16 +110,25 @@ def perturb(
     ``ValueError`` before drawing (the bound is the largest Gumbel sample times ``noise_factor``
     plus ``max |log_alpha|``, computed from the finiteness check's min and max: no extra pass).
     An empty batch (``(0, N, N)``) gives an empty ``(S, 0, N, N)``.
+
+    Devices: on the CPU ``log_alpha`` is checked before drawing. On CUDA the checks are device
+    flags read once, after drawing (a failed flag re-runs the host checks, which raise the same
+    errors; the generator has then advanced); in :func:`gumbel_sinkhorn` and
+    :func:`gumbel_matching` they cost no read of their own, riding on the Sinkhorn call's one
+    deferred check or on matching's transfer to the host.
     """
-    check_float_matrix(log_alpha, "log_alpha", finite=False)
+    out, bad = _perturb(log_alpha, n_samples, noise_factor, generator)
+    if bad is not None and bool(bad):  # the one host read (CUDA): redo the checks, which raise
+        _check_input(log_alpha, noise_factor)
+    return out
+
+
+def _check_input(log_alpha: torch.Tensor, noise_factor: float) -> None:
+    """The host checks of :func:`perturb`: finite ``log_alpha``, and noise that cannot overflow
+    (raise ``ValueError`` naming ``log_alpha`` or ``noise_factor``)."""
     lo, hi = finite_range(log_alpha, "log_alpha")
-    n_samples = check_positive_int(n_samples, "n_samples")
-    if noise_factor != 0:
-        noise_factor = check_positive_real(noise_factor, "noise_factor")
-    check_generator(generator, log_alpha.device, "log_alpha")
-    expanded = log_alpha.unsqueeze(0).expand((n_samples,) + tuple(log_alpha.shape))
     if noise_factor == 0:
-        return expanded.clone()
+        return
     noise_bound = noise_factor * _gumbel_bound(log_alpha.dtype)
     largest = max(abs(lo), abs(hi))
     if largest + noise_bound > torch.finfo(log_alpha.dtype).max:
@@ -126,10 +137,46 @@ def perturb(
             f"(up to {noise_bound:.3g} in magnitude) added to log_alpha (entries up to "
             f"{largest:.3g}) can overflow; lower noise_factor or use float64"
         )
-    noise = sample_gumbel(
-        expanded.shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype
-    )
-    return expanded + noise_factor * noise
+
+
+def _perturb(
+    log_alpha: torch.Tensor,
+    n_samples: int,
+    noise_factor: float,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`perturb` without its host read where checks are deferred (CUDA).
+
+    Returns ``(perturbed, bad)``: ``bad`` is ``None`` where the checks ran up front on the host
+    (CPU), else a 0-d bool tensor on the device, true when ``log_alpha`` is not finite or the
+    noise could overflow; the perturbed scores are then NaN, so that any later check of them
+    (the Sinkhorn call's own deferred check, matching's on the host) fails too, and the caller
+    re-runs :func:`_check_input` for the error that names the argument.
+    """
+    check_float_matrix(log_alpha, "log_alpha", finite=False)
+    n_samples = check_positive_int(n_samples, "n_samples")
+    if noise_factor != 0:
+        noise_factor = check_positive_real(noise_factor, "noise_factor")
+    check_generator(generator, log_alpha.device, "log_alpha")
+    defer = defers(log_alpha.device) and log_alpha.numel() > 0
+    if not defer:
+        _check_input(log_alpha, noise_factor)
+    expanded = log_alpha.unsqueeze(0).expand((n_samples,) + tuple(log_alpha.shape))
+    if noise_factor == 0:
+        out = expanded.clone()
+    else:
+        noise = sample_gumbel(
+            expanded.shape, generator=generator, device=log_alpha.device, dtype=log_alpha.dtype
+        )
+        out = expanded + noise_factor * noise
+    if not defer:
+        return out, None
+    ext = extremes(log_alpha).double()
+    bad = ~torch.isfinite(ext).all()
+    if noise_factor != 0:
+        bound = noise_factor * _gumbel_bound(log_alpha.dtype)
+        bad = bad | (ext.abs().amax() + bound > torch.finfo(log_alpha.dtype).max)
+    return out.masked_fill_(bad, math.nan), bad
 
 
 def gumbel_sinkhorn(
@@ -157,8 +204,13 @@ def gumbel_sinkhorn(
         and the perturbed log-potentials ``log_alpha + noise_factor * eps``, differentiable with
         respect to ``log_alpha``.
     """
-    perturbed = perturb(log_alpha, n_samples, noise_factor, generator=generator)
-    samples = sinkhorn(perturbed, tau=tau, n_iters=n_iters, tol=tol, backward=backward)
+    perturbed, bad = _perturb(log_alpha, n_samples, noise_factor, generator)
+    try:  # on CUDA, the input checks ride on the Sinkhorn call's one deferred host read
+        samples = sinkhorn(perturbed, tau=tau, n_iters=n_iters, tol=tol, backward=backward)
+    except ValueError:
+        if bad is not None and bool(bad):
+            _check_input(log_alpha, noise_factor)
+        raise
     return samples, perturbed
 
 
@@ -176,6 +228,11 @@ def gumbel_matching(
         ``log_alpha``'s dtype (``samples.argmax(-1)`` gives the index form) and the perturbed
         log-potentials. The samples carry no gradient.
     """
-    perturbed = perturb(log_alpha, n_samples, noise_factor, generator=generator)
-    perm = matching(perturbed)
+    perturbed, bad = _perturb(log_alpha, n_samples, noise_factor, generator)
+    try:  # on CUDA, the input checks ride on matching's transfer to the host (NaN if bad)
+        perm = matching(perturbed)
+    except ValueError:
+        if bad is not None and bool(bad):
+            _check_input(log_alpha, noise_factor)
+        raise
     return permutation_matrix(perm, dtype=log_alpha.dtype), perturbed

@@ -35,6 +35,8 @@ from permlib._checks import (
     check_same_device,
     check_same_shape,
     check_tensor,
+    defers,
+    nonfinite,
 )
 from permlib.permutations import _invert
 
@@ -164,7 +166,8 @@ def _mean_error(
 
     Computed in float64 on operands scaled by a power of two per result entry (exact), so that
     no difference or square overflows and the mean of finite input is finite whenever it is
-    representable in the result's dtype.
+    representable in the result's dtype. On CUDA the finiteness of both inputs and of the
+    result are read from the device once, at the end (errors as on the CPU).
     """
     for name, t in (("pred", pred), ("target", target)):
         check_tensor(t, name)
@@ -172,8 +175,10 @@ def _mean_error(
             raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
     check_same_device(pred=pred, target=target)
     check_same_shape(pred=pred, target=target)
-    check_finite(pred, "pred")
-    check_finite(target, "target")
+    defer = defers(pred.device)  # CUDA: one host read at the end instead of three
+    if not defer:
+        check_finite(pred, "pred")
+        check_finite(target, "target")
     out_dtype = torch.result_type(pred, target)
     if pred.numel() == 0:
         shaped = pred.new_empty(pred.shape, dtype=out_dtype)
@@ -202,7 +207,13 @@ def _mean_error(
     for _ in range(power):  # one factor at a time: up ** 2 may overflow where the result does not
         result = result * up
     out = result.to(out_dtype)
-    if not bool(torch.isfinite(out).all()):
+    bad = ~torch.isfinite(out).all()
+    if defer:
+        bad = bad | nonfinite(pred, target)
+    if bool(bad):
+        if defer:  # the host checks, which name the argument
+            check_finite(pred, "pred")
+            check_finite(target, "target")
         worst = result.detach().abs().max().item()
         raise ValueError(
             f"{fname} of pred and target is {worst:.3g}, which overflows {out_dtype}; "
@@ -247,9 +258,16 @@ def constraint_error(
         p: ``(..., N, N)`` non-log matrix (e.g. the output of :func:`permlib.sinkhorn`).
         reduction: ``"none"`` for ``(...)`` per matrix, or ``"mean"``/``"max"`` over the batch
             (an empty batch raises ``ValueError`` for those; ``"none"`` gives an empty result).
+
+    ``p`` must be finite (``ValueError`` naming ``p``); on CUDA that is read from the device
+    once, after the result is computed, instead of before.
     """
-    check_float_matrix(p, "p")
+    defer = defers(p.device) if isinstance(p, torch.Tensor) else False
+    check_float_matrix(p, "p", finite=not defer)
     rows = (p.sum(dim=-1) - 1).abs().amax(dim=-1)
     cols = (p.sum(dim=-2) - 1).abs().amax(dim=-1)
     err = torch.maximum(rows, cols)
-    return _reduce(err, reduction, "p", p, allowed=("none", "mean", "max"))
+    out = _reduce(err, reduction, "p", p, allowed=("none", "mean", "max"))
+    if defer and p.numel() and bool(nonfinite(p)):  # CUDA: read once, after the work is queued
+        check_finite(p, "p")
+    return out

@@ -1,3 +1,4 @@
+import importlib
 import itertools
 import math
 
@@ -183,3 +184,60 @@ def test_noise_factor_that_overflows_is_blamed():
         perturb(torch.zeros(3, 3, dtype=torch.float16), noise_factor=1e4)
     out = perturb(torch.zeros(3, 3, dtype=torch.float64), 100, noise_factor=1e38)
     assert torch.isfinite(out).all() and out.abs().max() > 1e37
+
+
+def _count_host_reads(monkeypatch):
+    """A list that grows by one per tensor-to-host read (``bool``, ``item``, ``tolist``)."""
+    reads = []
+    for name in ("__bool__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(t, *args, _original=original, **kwargs):
+            reads.append(1)
+            return _original(t, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
+@pytest.fixture
+def deferred_checks(monkeypatch):
+    """The CUDA way on the CPU: perturb's and Sinkhorn's checks deferred to device flags."""
+    import permlib.gumbel as gumbel_module
+
+    sinkhorn_module = importlib.import_module("permlib.sinkhorn")
+    monkeypatch.setattr(gumbel_module, "defers", lambda device: True)
+    monkeypatch.setattr(sinkhorn_module, "_defers", lambda device: True)
+    return monkeypatch
+
+
+def test_deferred_perturb_checks_read_the_host_once_and_name_the_argument(deferred_checks):
+    """On CUDA perturb's input checks are device flags: gumbel_sinkhorn reads the host once in
+    all (the Sinkhorn call's one check), perturb once; bad input still raises naming
+    log_alpha or noise_factor, from every entry point."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 5, generator=gen)
+    reads = _count_host_reads(deferred_checks)
+    samples, perturbed = gumbel_sinkhorn(x, n_samples=3, generator=gen)
+    assert len(reads) == 1 and torch.isfinite(samples).all()
+    reads.clear()
+    out = perturb(x, 2, generator=gen)
+    assert len(reads) == 1 and torch.isfinite(out).all()
+    for fn in (perturb, gumbel_matching, gumbel_sinkhorn):
+        for bad in (math.nan, math.inf):
+            y = x.clone()
+            y[1, 2, 3] = bad
+            with pytest.raises(ValueError, match="log_alpha contains invalid numeric entries"):
+                fn(y)
+        with pytest.raises(ValueError, match=r"noise_factor=1e\+38 is too large for torch.float32"):
+            fn(torch.zeros(3, 3), noise_factor=1e38)
+    # the same samples as the eager (CPU) path from the same generator
+    deferred_checks.undo()
+    ref, _ = gumbel_sinkhorn(x, n_samples=3, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    import permlib.gumbel as gumbel_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gumbel_module, "defers", lambda device: True)
+        ours, _ = gumbel_sinkhorn(x, n_samples=3, generator=gen)
+    assert torch.equal(ours, ref)

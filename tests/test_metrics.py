@@ -284,3 +284,43 @@ def test_reconstruction_errors_that_used_to_overflow():
     w = torch.tensor([1.0, 2.0], requires_grad=True)
     l2_error(w, torch.zeros(2)).backward()
     torch.testing.assert_close(w.grad, torch.tensor([1.0, 2.0]))
+
+
+def test_deferred_metric_checks_read_the_host_once_and_name_the_argument(monkeypatch):
+    """On CUDA (here: the deferral forced on the CPU) l1/l2_error read the host once instead of
+    three times, constraint_error once; bad input raises naming the argument as before."""
+    import permlib.metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "defers", lambda device: True)
+    reads = []
+    for name in ("__bool__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(t, *args, _original=original, **kwargs):
+            reads.append(1)
+            return _original(t, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    a, b = torch.randn(4, 5), torch.randn(4, 5)
+    for fn in (l1_error, l2_error):
+        reads.clear()
+        out = fn(a, b)
+        assert len(reads) == 1
+        torch.testing.assert_close(out, (a - b).abs().pow(1 if fn is l1_error else 2).mean())
+        for bad in (math.nan, math.inf):
+            y = a.clone()
+            y[1, 2] = bad
+            with pytest.raises(ValueError, match="pred contains invalid numeric entries"):
+                fn(y, b)
+            with pytest.raises(ValueError, match="target contains invalid numeric entries"):
+                fn(a, y)
+        big = torch.full((3,), 3e38)
+        with pytest.raises(ValueError, match="overflows torch.float32"):
+            l2_error(big, -big)
+    p = torch.full((2, 3, 3), 1 / 3)
+    reads.clear()
+    err = constraint_error(p)
+    assert len(reads) == 1 and err.abs().max() < 1e-6
+    p[0, 1, 1] = math.nan
+    with pytest.raises(ValueError, match="p contains invalid numeric entries"):
+        constraint_error(p)
