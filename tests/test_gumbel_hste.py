@@ -18,6 +18,7 @@ from permlib import (
     sample_gumbel,
     sinkhorn,
 )
+from tests.test_sinkhorn import _HostReads
 
 
 def test_gumbel_moments_and_reproducibility():
@@ -186,20 +187,6 @@ def test_noise_factor_that_overflows_is_blamed():
     assert torch.isfinite(out).all() and out.abs().max() > 1e37
 
 
-def _count_host_reads(monkeypatch):
-    """A list that grows by one per tensor-to-host read (``bool``, ``item``, ``tolist``)."""
-    reads = []
-    for name in ("__bool__", "item", "tolist"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(t, *args, _original=original, **kwargs):
-            reads.append(1)
-            return _original(t, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    return reads
-
-
 @pytest.fixture
 def deferred_checks(monkeypatch):
     """The CUDA way on the CPU: perturb's and Sinkhorn's checks deferred to device flags."""
@@ -217,12 +204,12 @@ def test_deferred_perturb_checks_read_the_host_once_and_name_the_argument(deferr
     log_alpha or noise_factor, from every entry point."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 5, generator=gen)
-    reads = _count_host_reads(deferred_checks)
+    reads = _HostReads(deferred_checks)
     samples, perturbed = gumbel_sinkhorn(x, n_samples=3, generator=gen)
-    assert len(reads) == 1 and torch.isfinite(samples).all()
-    reads.clear()
+    assert reads.count == 1 and torch.isfinite(samples).all()
+    reads.count = 0
     out = perturb(x, 2, generator=gen)
-    assert len(reads) == 1 and torch.isfinite(out).all()
+    assert reads.count == 1 and torch.isfinite(out).all()
     for fn in (perturb, gumbel_matching, gumbel_sinkhorn):
         for bad in (math.nan, math.inf):
             y = x.clone()

@@ -16,6 +16,7 @@ from permlib.metrics import (
     prop_any_wrong,
     prop_wrong,
 )
+from tests.test_sinkhorn import _HostReads
 
 
 def test_hand_computed_order_metrics():
@@ -292,20 +293,12 @@ def test_deferred_metric_checks_read_the_host_once_and_name_the_argument(monkeyp
     import permlib.metrics as metrics_module
 
     monkeypatch.setattr(metrics_module, "defers", lambda device: True)
-    reads = []
-    for name in ("__bool__", "item", "tolist"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(t, *args, _original=original, **kwargs):
-            reads.append(1)
-            return _original(t, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
+    reads = _HostReads(monkeypatch)
     a, b = torch.randn(4, 5), torch.randn(4, 5)
     for fn in (l1_error, l2_error):
-        reads.clear()
+        reads.count = 0
         out = fn(a, b)
-        assert len(reads) == 1
+        assert reads.count == 1
         torch.testing.assert_close(out, (a - b).abs().pow(1 if fn is l1_error else 2).mean())
         for bad in (math.nan, math.inf):
             y = a.clone()
@@ -318,9 +311,9 @@ def test_deferred_metric_checks_read_the_host_once_and_name_the_argument(monkeyp
         with pytest.raises(ValueError, match="overflows torch.float32"):
             l2_error(big, -big)
     p = torch.full((2, 3, 3), 1 / 3)
-    reads.clear()
+    reads.count = 0
     err = constraint_error(p)
-    assert len(reads) == 1 and err.abs().max() < 1e-6
+    assert reads.count == 1 and err.abs().max() < 1e-6
     p[0, 1, 1] = math.nan
     with pytest.raises(ValueError, match="p contains invalid numeric entries"):
         constraint_error(p)
