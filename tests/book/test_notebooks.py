@@ -71,7 +71,8 @@ def test_nbval(name):
     Only the sanitizers of ``nbval_sanitize.cfg`` (timings, dates, addresses, paths, progress
     bars) and cells tagged ``nbval-ignore-output`` (live measurements; the chapter says why) are
     exempt, so the chapters' numbers are shown to reproduce. Cells run with input history, as
-    papermill runs them (``nbval_history.py``: a trailing ``;`` then silences a value). The
+    papermill runs them (``nbval_history.py``: a trailing ``;`` then silences a value), and
+    ``figure_text.py`` checks every figure for overlapping text in the same run. The
     notebook is re-run from a folder directly under the repository, as papermill ran it from
     ``notebooks/``, so that the chapters' ``../benchmarks/...`` paths resolve.
     """
@@ -79,12 +80,18 @@ def test_nbval(name):
     with tempfile.TemporaryDirectory(dir=ROOT, prefix=".nbval-") as tmp:
         copy = Path(tmp) / f"{name}.ipynb"
         shutil.copy(EXECUTED / f"{name}.ipynb", copy)
+        overlap_log = Path(tmp) / "figure_text.jsonl"
         cmd = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
-               "--nbval-sanitize-with", str(SANITIZE), "-p", "nbval_history", "-q",
+               "--nbval-sanitize-with", str(SANITIZE), "-p", "nbval_history",
+               "-p", "figure_text", "-q",
                "-p", "no:cacheprovider", "--rootdir", tmp, "-c", "/dev/null", str(copy)]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # nbval_history.py
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent),  # the two plugins
+               "BOOK_FIGURE_TEXT_LOG": str(overlap_log)}
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env)
+        overlaps = overlap_log.read_text(encoding="utf-8") if overlap_log.exists() else ""
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    # figure_text.py, in the same kernel: texts of one figure drawn over each other.
+    assert not overlaps, f"{name}: figure texts that overlap (cell, figure, pairs):\n{overlaps}"
 
 
 def test_ignored_outputs_say_why():
