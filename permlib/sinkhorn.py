@@ -631,30 +631,31 @@ class _UnrolledLog(torch.autograd.Function):
         z = torch.empty_like(xp)
         plan = torch.empty_like(x)
         out = grad.clone()
-        u_in = grad.sum(dim=-1).unsqueeze(-1)  # (M, N, 1)
-        vbar = grad.sum(dim=-2).unsqueeze(-1)  # (M, N, 1)
+        # adjoints as rows (M, 1, N): (1 x N) @ (N x N) products, which BLAS runs fastest
+        u_in = grad.sum(dim=-1).unsqueeze(-2)
+        vbar = grad.sum(dim=-2).unsqueeze(-2)
         if stops is not None:  # per-item masks of all iterations, made once: (L, M, 1, 1)
             its = torch.arange(n_iters, device=x.device).view(-1, 1, 1, 1)
             live = (stops.view(1, m, 1, 1) > its).unbind(0)
             last = (stops.view(1, m, 1, 1) == its + 1).to(x.dtype).unbind(0)
 
         def exp_plan(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-            torch.add(xp, f.unsqueeze(-1), out=z).add_(g.unsqueeze(-2)).clamp_min_(floor)
-            return plan.copy_(z).exp_()
+            torch.add(xp, f.unsqueeze(-1), out=z).add_(g.unsqueeze(-2))
+            return plan.copy_(z).clamp_min_(floor).exp_()
 
         for it in range(n_iters - 1, -1, -1):
             c = exp_plan(us[it], vs[it + 1])  # column-step plan C
             w = vbar if stops is None else vbar * live[it]
-            out.addcmul_(c, w.mT, value=-1)
-            ubar = torch.bmm(c, w).neg_()  # (M, N, 1)
+            out.addcmul_(c, w, value=-1)
+            ubar = torch.bmm(w, c.mT).neg_()  # (M, 1, N): -(C w)^T
             if stops is not None:
                 ubar.addcmul_(u_in, last[it])  # G 1 enters at the item's last step
             elif it == n_iters - 1:
                 ubar.add_(u_in)
             r = exp_plan(us[it], vs[it])  # row-step plan R
-            out.addcmul_(r, ubar, value=-1)
+            out.addcmul_(r, ubar.mT, value=-1)
             if it > 0:
-                back = torch.bmm(r.mT, ubar).neg_()
+                back = torch.bmm(ubar, r).neg_()  # -(R^T ubar)^T
                 vbar = back if stops is None else torch.where(live[it], back, vbar)
         return out, None, None, None, None
 
