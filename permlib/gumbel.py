@@ -181,7 +181,7 @@ def _perturb(
 
 def gumbel_sinkhorn(
     log_alpha: torch.Tensor,
-    tau: float = 1.0,
+    tau: float | torch.Tensor = 1.0,
     n_samples: int = 1,
     noise_factor: float = 1.0,
     n_iters: int = 20,

@@ -858,7 +858,7 @@ def _warn_unconverged(
 
 def log_sinkhorn(
     log_alpha: torch.Tensor,
-    tau: float = 1.0,
+    tau: float | torch.Tensor = 1.0,
     n_iters: int = 20,
     tol: float | None = None,
     backward: Backward = "unroll",
@@ -973,7 +973,7 @@ def log_sinkhorn(
 
 def _log_sinkhorn(
     log_alpha: torch.Tensor,
-    tau: float,
+    tau: float | torch.Tensor,
     n_iters: int,
     tol: float | None,
     backward: str,
@@ -987,6 +987,7 @@ def _log_sinkhorn(
     exponentiated); ``stacklevel`` points the warning at the caller; ``eager`` forces the
     up-front host checks (the CPU's way) on any device."""
     check_float_matrix(log_alpha, "log_alpha", finite=False)
+    tau_in = tau  # as given, for the eager re-run
     tau, tau_t = _check_tau(tau)
     n_iters = check_positive_int(n_iters, "n_iters")
     if tol is not None:
@@ -1051,7 +1052,7 @@ def _log_sinkhorn(
     host = [float(v) for v in torch.stack([f.double() for f in flags]).tolist()] if flags else []
     if defer and host.pop(0):  # bad input, overflow or out of range: redo with host checks
         return _log_sinkhorn(
-            log_alpha, tau, n_iters, tol, backward, return_info, stacklevel + 1, plan, init, True
+            log_alpha, tau_in, n_iters, tol, backward, return_info, stacklevel + 1, plan, init, True
         )
 
     n_bad, worst, info = 0, 0.0, None
@@ -1154,7 +1155,7 @@ def _from_scalings(
 
 def sinkhorn(
     log_alpha: torch.Tensor,
-    tau: float = 1.0,
+    tau: float | torch.Tensor = 1.0,
     n_iters: int = 20,
     tol: float | None = None,
     backward: Backward = "unroll",

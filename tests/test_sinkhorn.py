@@ -803,3 +803,14 @@ def test_tensor_tau_with_grad_gets_its_gradient(backward, scale):
     # the same as a float tau for log_alpha's gradient
     ref = sinkhorn(x, tau=0.7, n_iters=n_iters, tol=tol, backward=backward)
     torch.testing.assert_close(p, ref, rtol=0, atol=1e-12)
+
+
+def test_tensor_tau_keeps_its_gradient_through_the_deferred_rerun(deferred):
+    """On CUDA a failed deferred check re-runs the call eagerly: the tensor tau goes with it."""
+    x = random_scores(67, (2, 6, 6), scale=1e3).requires_grad_()
+    tau = torch.tensor(0.01, dtype=torch.float64, requires_grad=True)
+    p = sinkhorn(x, tau=tau, n_iters=5)  # scores that force the fallback, hence the re-run
+    (g,) = torch.autograd.grad((p * random_scores(68, (2, 6, 6))).sum(), tau)
+    assert torch.isfinite(g)
+    torch.testing.assert_close(p, sinkhorn(x, tau=0.01, n_iters=5), rtol=0, atol=1e-12)
+    assert p.grad_fn is not None and tau.grad is None
