@@ -25,11 +25,25 @@ demo: setup
 book: setup
 	$(BIN)/python scripts/build_book.py --mode $(MODE)
 
-# Headless Chromium for tests/book/test_browser.py (Debian package; CI runs as root).
+# Headless Chromium for tests/book/test_browser.py: a separate step, not part of `make test`
+# (which installs no system package; .ci/run calls both). Nothing to do when chromium,
+# chromium-browser or google-chrome is on PATH. Otherwise, as root: Debian's `chromium` and the
+# packages it depends on, without recommends (--no-install-recommends), after a dry run
+# (apt-get -s) that must upgrade no installed package; if it would, nothing is installed.
+BROWSERS := chromium chromium-browser google-chrome google-chrome-stable
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
-	  echo "warning: could not install chromium; the browser test will be skipped outside CI"
+	@for b in $(BROWSERS); do \
+	  if command -v $$b >/dev/null 2>&1; then echo "browser: $$(command -v $$b)"; exit 0; fi; \
+	done; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "browser: no chromium; run 'make browser' as root, or:" \
+	    "sudo apt-get install --no-install-recommends chromium"; exit 1; fi; \
+	apt-get update -qq && \
+	up=$$(apt-get install -s --no-install-recommends chromium | awk '/^Inst/ && $$3 ~ /^\[/ {print $$2}'); \
+	if [ -n "$$up" ]; then \
+	  echo "browser: installing chromium would upgrade installed packages:" $$up; \
+	  echo "browser: nothing installed; install chromium yourself if that is acceptable"; exit 1; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-upgrade chromium
 
 # Benchmarks against pygmtools, POT, OTT-JAX, scipy and lapx: BENCH=quick (minutes) or full,
 # DEVICE=cpu or cuda. Writes _build/bench/ (git-ignored); RECORD=1 writes the tracked
@@ -54,7 +68,8 @@ lab: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint book browser
+# The browser checks need `make browser` first (skipped without a browser, except in CI).
+test: setup lint book
 	$(BIN)/python -m pytest
 
 clean:

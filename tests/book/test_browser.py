@@ -11,8 +11,8 @@ screenshot of every page is saved as ``_build/screenshots/<page>.png`` (CI uploa
 Overlapping text inside figures is checked where it can be measured, from matplotlib's text
 boxes while the chapters are re-executed: ``figure_text.py``, run by ``test_notebooks.py``.
 
-Chromium comes from ``make browser`` (Debian's ``chromium``); without it these tests are skipped
-locally and fail in CI.
+Chromium comes from ``make browser`` (Debian's ``chromium``, or a Chromium or Chrome already on
+PATH, as on GitHub's runners); without one these tests are skipped locally and fail in CI.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .conftest import BUILD, IN_CI, NOTEBOOK_SOURCES, THEORY, require_build
 PAGES = ["book/intro", "book/notation", "book/bibliography"] + [
     f"notebooks/{p.stem}" for p in NOTEBOOK_SOURCES
 ]
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")  # as make's
 WIDTH = 1280
 MIN_IMAGE_SCALE = 0.8  # a figure shown narrower than this shrinks its text below its font size
 MAX_SHOT_HEIGHT = 16_000  # px; Chromium's screenshots stop there
@@ -94,7 +95,7 @@ window.addEventListener("load", function () {
 
 
 def _chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    exe = next(filter(None, map(shutil.which, BROWSERS)), None)
     if exe is None:
         msg = "chromium not installed (`make browser` installs Debian's chromium package)"
         if IN_CI:
