@@ -179,3 +179,24 @@ def test_screenshot(page):
     width, shot_height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, shot_height) == (WIDTH, height), "the whole page, at 1280 px"
     assert len(png) > 20_000, "more than a blank page"
+
+
+def test_make_test_installs_no_system_package_and_browser_upgrades_nothing():
+    """Issue 13.7: `make test` installs no system package; `make browser` is the separate step,
+    installing Debian's chromium without recommends, after a dry run that must upgrade nothing."""
+    root = BUILD.parent
+    if shutil.which("make") is None:
+        pytest.skip("GNU make not installed")
+
+    def dry(target: str) -> str:
+        # -n prints the recipes without running them
+        return subprocess.run(["make", "-n", target], cwd=root, capture_output=True,
+                              text=True, check=True).stdout
+
+    assert "apt-get" not in dry("test")
+    recipe = dry("browser")
+    assert "apt-get install -s --no-install-recommends chromium" in recipe
+    assert "apt-get install -y -qq --no-install-recommends --no-upgrade chromium" in recipe
+    assert "upgrade installed packages" in recipe, "a dry run that shows an upgrade stops it"
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci.index("make browser") < ci.index("make test")
