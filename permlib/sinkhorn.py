@@ -599,15 +599,17 @@ class _UnrolledLog(torch.autograd.Function):
     iteration (``O(N)`` each, in :func:`_potential_dtype`) and, going backwards, recomputes the
     row-step plan ``R^l = exp(x + f^l 1^T + 1 (g^{l-1})^T)`` and the column-step plan
     ``C^l = exp(x + f^l 1^T + 1 (g^l)^T)`` one at a time (the sum formed in the potentials'
-    dtype, so entries near 1 keep their digits). The recursion is that of
-    :class:`_UnrolledScaled`:
+    dtype, so entries near 1 keep their digits). These are the softmaxes of the two
+    ``logsumexp`` of iteration ``l``, so the backward is the textbook loop's own, on one
+    ``N x N`` gradient ``H = dL/dX`` (from ``H = G`` at the end):
 
-        ubar^l += -C^l vbar^l,   vbar^{l-1} = -(R^l)^T ubar^l,
-        dL/dx = G - sum_l (C^l * (1 vbar^l^T) + R^l * (ubar^l 1^T)),
+        H <- H - C^l * (1 1^T H),   then   H <- H - R^l * (H 1 1^T),
 
-    with per-item stops masking an item's iterations after its last. The backward costs two
-    ``exp`` over ``N x N`` per iteration (what the autograd backward of ``logsumexp`` costs) and
-    memory for two ``N x N`` temporaries. A second derivative replays :func:`_solve` under
+    the sums taken of the rounded ``H`` itself, so that where ``P`` saturates the terms cancel
+    exactly, as they do in autograd through the loop; an item's iterations after its stop are
+    identities (masked). The backward costs two ``exp`` over ``N x N`` per iteration (what the
+    autograd backward of ``logsumexp`` costs) and memory for three ``N x N`` temporaries
+    (``H``, the plan and its float64 exponent). A second derivative replays :func:`_solve` under
     autograd (same stops and warm start), so it is exact too, at the plain loop's memory.
     """
 
@@ -630,33 +632,22 @@ class _UnrolledLog(torch.autograd.Function):
         xp = x.to(us.dtype)  # the potentials' dtype (float64): x + f + g without cancellation
         z = torch.empty_like(xp)
         plan = torch.empty_like(x)
-        out = grad.clone()
-        # adjoints as rows (M, 1, N): (1 x N) @ (N x N) products, which BLAS runs fastest
-        u_in = grad.sum(dim=-1).unsqueeze(-2)
-        vbar = grad.sum(dim=-2).unsqueeze(-2)
+        out = grad.clone()  # dL/dX^l, from l = L down to dL/dx
         if stops is not None:  # per-item masks of all iterations, made once: (L, M, 1, 1)
             its = torch.arange(n_iters, device=x.device).view(-1, 1, 1, 1)
-            live = (stops.view(1, m, 1, 1) > its).unbind(0)
-            last = (stops.view(1, m, 1, 1) == its + 1).to(x.dtype).unbind(0)
+            live = (stops.view(1, m, 1, 1) > its).to(x.dtype).unbind(0)
 
         def exp_plan(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
             torch.add(xp, f.unsqueeze(-1), out=z).add_(g.unsqueeze(-2))
             return plan.copy_(z).clamp_min_(floor).exp_()
 
         for it in range(n_iters - 1, -1, -1):
-            c = exp_plan(us[it], vs[it + 1])  # column-step plan C
-            w = vbar if stops is None else vbar * live[it]
-            out.addcmul_(c, w, value=-1)
-            ubar = torch.bmm(w, c.mT).neg_()  # (M, 1, N): -(C w)^T
-            if stops is not None:
-                ubar.addcmul_(u_in, last[it])  # G 1 enters at the item's last step
-            elif it == n_iters - 1:
-                ubar.add_(u_in)
-            r = exp_plan(us[it], vs[it])  # row-step plan R
-            out.addcmul_(r, ubar.mT, value=-1)
-            if it > 0:
-                back = torch.bmm(ubar, r).neg_()  # -(R^T ubar)^T
-                vbar = back if stops is None else torch.where(live[it], back, vbar)
+            c = exp_plan(us[it], vs[it + 1])  # column step: X <- X - lse_cols(X), softmax C
+            col = out.sum(dim=-2, keepdim=True)
+            out.addcmul_(c, col if stops is None else col.mul_(live[it]), value=-1)
+            r = exp_plan(us[it], vs[it])  # row step: X <- X - lse_rows(X), softmax R
+            row = out.sum(dim=-1, keepdim=True)
+            out.addcmul_(r, row if stops is None else row.mul_(live[it]), value=-1)
         return out, None, None, None, None
 
 
@@ -938,9 +929,9 @@ def log_sinkhorn(
         updates the matrix itself as the textbook loop does. In float32 the largest error of
         ``P`` against float64 on the same input stays at a few 1e-7 to 1e-6 for
         ``max |log_alpha| / tau`` from 1 to 1e8 and for offsets up to 1e8 (the textbook loop,
-        which divides first, loses the offsets). The unrolled gradient at such extreme ratios
-        is a sum of terms of the size of the upstream gradient that cancel: expect absolute
-        errors of ``eps`` times that size, divided by ``tau``.
+        which divides first, loses the offsets). Where ``P`` saturates to a permutation the
+        unrolled gradient is exactly 0 there, as through the textbook loop (the log-domain
+        backward takes its sums of the rounded gradient itself, see :class:`_UnrolledLog`).
 
     Note:
         Speed. The iterations run on scalings ``a = exp(f)``, ``b = exp(g)`` of the kernel

@@ -814,3 +814,17 @@ def test_tensor_tau_keeps_its_gradient_through_the_deferred_rerun(deferred):
     assert torch.isfinite(g)
     torch.testing.assert_close(p, sinkhorn(x, tau=0.01, n_iters=5), rtol=0, atol=1e-12)
     assert p.grad_fn is not None and tau.grad is None
+
+
+@pytest.mark.parametrize("ratio", [1e6, 1e8])
+def test_saturated_fallback_gradient_is_zero_as_through_the_textbook_loop(ratio):
+    """Where P is a permutation to float32 precision its exact gradient is 0; the fallback's
+    backward gets it (it takes its sums of the rounded gradient, as autograd through the loop
+    does), instead of rounding noise of eps |G| / tau (1e-7 / tau before)."""
+    x = random_scores(69, (4, 12, 12), dtype=torch.float32).requires_grad_()
+    w = random_scores(70, (4, 12, 12), dtype=torch.float32)
+    tau = float(x.detach().abs().max()) / ratio
+    (ours,) = torch.autograd.grad((log_sinkhorn(x, tau=tau).exp() * w).sum(), x)
+    (ref,) = torch.autograd.grad((reference_log_sinkhorn(x / tau, 20).exp() * w).sum(), x)
+    assert (ref * tau).abs().max() <= 1e-30  # saturated: the textbook loop's gradient is 0
+    assert (ours * tau).abs().max() <= 1e-30
