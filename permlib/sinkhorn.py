@@ -549,7 +549,8 @@ class _UnrolledScaled(torch.autograd.Function):
             with torch.enable_grad():
                 g0 = b[0].log()  # the warm start (up to a gauge shift, which cancels)
                 start = (torch.zeros_like(g0), g0)
-                out = _solve(x, n_iters, None, False, init=start, stops=stops).log_p
+                xs = x if c is None else x - c  # rows shifted, as the forward's
+                out = _solve(xs, n_iters, None, False, init=start, stops=stops).log_p
                 (grad_x,) = torch.autograd.grad(out, x, grad, create_graph=True)
             return grad_x, None, None, None, None, None, None
         k = x.exp() if c is None else torch.sub(x, c).exp_()
