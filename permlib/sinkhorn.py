@@ -640,7 +640,11 @@ class _UnrolledLog(torch.autograd.Function):
 
         def exp_plan(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
             torch.add(xp, f.unsqueeze(-1), out=z).add_(g.unsqueeze(-2))
-            return plan.copy_(z).clamp_min_(floor).exp_()
+            # entries below the floor are dropped (exactly 0), as the forward's floored
+            # logsumexp drops them: kept as e^floor they breed subnormal products in the
+            # updates below, which CPUs compute 10-30x slower
+            plan.copy_(z)
+            return plan.masked_fill_(plan < floor, -math.inf).exp_()
 
         for it in range(n_iters - 1, -1, -1):
             c = exp_plan(us[it], vs[it + 1])  # column step: X <- X - lse_cols(X), softmax C
@@ -957,6 +961,21 @@ def log_sinkhorn(
         eager checks, which raise the same errors or take the fallback. With ``tol`` the loop
         also asks the device whether every item has stopped once per 8 iterations, never
         every iteration.
+
+    Note:
+        ``torch.func``. With fixed unrolling (``tol=None``) and ``backward="unroll"`` the
+        function works under ``vmap`` (the mapped dimension becomes one more batch dimension of
+        a single call, so ``vmap(log_sinkhorn)(x)`` equals ``log_sinkhorn(x)`` bit for bit;
+        ``tau`` and ``init`` may be mapped too), ``grad``, ``vjp``, ``jacrev``, ``jacfwd``,
+        ``jvp``, ``hessian`` and their compositions (e.g. ``vmap(grad(loss))`` for per-sample
+        gradients): derivatives under these transforms are those of the unrolled log-domain
+        loop, replayed in torch ops (equal to the plain call's to rounding; the replay costs
+        the textbook loop's time and ``O(L N^2)`` memory per matrix). The input checks read
+        the values under the transform's wrappers. ``tol``, ``return_info=True`` and
+        ``backward="implicit"`` decide on the host from each item's values and raise a
+        ``NotImplementedError`` under a transform: drop them, or use a batch dimension instead
+        of ``vmap`` and ``torch.autograd`` instead of ``torch.func.grad``. A plain call pays
+        one flag test for this.
     """
     return _log_sinkhorn(
         log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, init=init
@@ -979,6 +998,12 @@ def _log_sinkhorn(
     exponentiated); ``stacklevel`` points the warning at the caller; ``eager`` forces the
     up-front host checks (the CPU's way) on any device."""
     check_float_matrix(log_alpha, "log_alpha", finite=False)
+    if (
+        _is_transformed(log_alpha)
+        or _is_transformed(tau)
+        or (isinstance(init, (tuple, list)) and any(map(_is_transformed, init)))
+    ):
+        return _under_transform(log_alpha, tau, n_iters, tol, backward, return_info, plan, init)
     tau_in = tau  # as given, for the eager re-run
     tau, tau_t = _check_tau(tau)
     n_iters = check_positive_int(n_iters, "n_iters")
@@ -1097,6 +1122,173 @@ def _log_sinkhorn(
         out = _representable(out, dtype)
     out = out.to(dtype)
     return (out, info) if return_info else out
+
+
+def _is_transformed(t: object) -> bool:
+    """Whether ``t`` is a tensor wrapped by a ``torch.func`` transform (vmap's batching, the
+    grad/jvp tracking of ``grad``, ``jacrev``, ``jacfwd``, ``vjp``, ``jvp``)."""
+    return isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _unwrapped(t: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under every ``torch.func`` wrapper of ``t`` (under ``vmap`` it holds the
+    values of all the mapped items): what the host checks can read."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def _transforms(*ts: object) -> str:
+    """The ``torch.func`` transforms that wrap any of ``ts``, in words, for error messages."""
+    names = []
+    for t in ts:
+        while _is_transformed(t):
+            batched = torch._C._functorch.is_batchedtensor(t)
+            name = "vmap" if batched else "grad/jacrev/jacfwd/vjp/jvp"
+            if name not in names:
+                names.append(name)
+            t = torch._C._functorch.get_unwrapped(t)
+    return " and ".join(f"torch.func {n}" for n in names)
+
+
+def _under_transform(
+    log_alpha: torch.Tensor,
+    tau: float | torch.Tensor,
+    n_iters: int,
+    tol: float | None,
+    backward: str,
+    return_info: bool,
+    plan: bool,
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """:func:`_log_sinkhorn` when an argument is wrapped by a ``torch.func`` transform.
+
+    Fixed unrolling with ``backward="unroll"`` is supported (through :class:`_FuncSinkhorn`);
+    what needs values on the host per item (``tol``'s early stop, the report, the implicit
+    backward's convergence check) raises a ``NotImplementedError`` naming the transform and
+    the alternative. The input checks read the plain tensor under the wrappers (all the mapped
+    items at once under ``vmap``, as the batched call reads its whole batch).
+    """
+    fn = "sinkhorn" if plan else "log_sinkhorn"
+    where = _transforms(log_alpha, tau, *(init if isinstance(init, (tuple, list)) else ()))
+    instead = (
+        "call it without the transform: a batch dimension instead of vmap (every argument "
+        "broadcasts over leading batch dimensions), torch.autograd instead of torch.func.grad"
+    )
+    if tol is not None:
+        raise NotImplementedError(
+            f"{fn}(tol={tol!r}) is not supported under {where}: the early stop at tol decides "
+            "on the host, from each item's values, when to stop and whether to warn; pass "
+            f"tol=None (fixed unrolling of n_iters iterations), or {instead}"
+        )
+    if return_info:
+        raise NotImplementedError(
+            f"{fn}(return_info=True) is not supported under {where}: the report is built from "
+            f"values read on the host; pass return_info=False, or {instead}"
+        )
+    if backward not in _BACKWARDS:
+        raise ValueError(f"backward must be one of {_BACKWARDS}, got {backward!r}")
+    if backward == "implicit":
+        raise NotImplementedError(
+            f"{fn}(backward='implicit') is not supported under {where}: whether the forward "
+            "reached the fixed point (and the conjugate-gradient solve's stop) is decided on the "
+            f"host; pass backward='unroll' (exact, also for second derivatives), or {instead}"
+        )
+    n_iters = check_positive_int(n_iters, "n_iters")
+    if _is_transformed(tau):
+        if tau.numel() != 1:
+            raise TypeError(
+                "tau must be a real number or a one-element tensor, got a tensor of shape "
+                f"{tuple(tau.shape)}"
+            )
+        if not tau.is_floating_point():
+            raise TypeError(f"tau must be a floating tensor under {where}, got {tau.dtype}")
+        values = _unwrapped(tau).detach()
+        if not bool((torch.isfinite(values) & (values > 0)).all()):
+            raise ValueError("tau must be a finite number > 0 (every mapped value)")
+        tau_min, tau_t = float(values.amin()) if values.numel() else 1.0, tau.reshape(())
+    else:
+        tau_min, tau_t = _check_tau(tau)
+    pot = _check_init(init, log_alpha)
+    dtype = log_alpha.dtype
+    x = log_alpha.float() if dtype in _LOW_PRECISION else log_alpha
+    lo, hi = finite_range(_unwrapped(log_alpha), "log_alpha")
+    for name, t in zip(("init[0] (f)", "init[1] (g)"), pot or (), strict=False):
+        finite_range(_unwrapped(t), name)
+    x = _upcast_if_overflowing(x, tau_min, max(-lo, hi))
+    # the plain call's row shift and scaling (see _log_sinkhorn), in ops every transform knows
+    shift = x.detach().amax(dim=-1, keepdim=True)
+    x = (x - shift) / (tau_min if tau_t is None else tau_t.to(device=x.device, dtype=x.dtype))
+    g0 = None if pot is None else pot[1].to(x.dtype)
+    out = _FuncSinkhorn.apply(x, g0, n_iters, plan)
+    if not plan and dtype in _LOW_PRECISION:
+        out = _representable(out, dtype)
+    return out.to(dtype)
+
+
+def _replay(x: torch.Tensor, g0: torch.Tensor | None, n_iters: int, plan: bool) -> torch.Tensor:
+    """The log-domain loop (:func:`_solve`) on prepared scores, in differentiable torch ops:
+    what :class:`_FuncSinkhorn` differentiates (the unrolled iterations, as the plain call's
+    backward, to rounding)."""
+    log_p = _solve(x, n_iters, None, False, init=None if g0 is None else (g0, g0)).log_p
+    return log_p.exp() if plan else log_p
+
+
+class _FuncSinkhorn(torch.autograd.Function):
+    """``log S(x)`` (``S(x)`` with ``plan``) of prepared scores ``x`` (rows shifted to their
+    maximum, divided by ``tau``; ``(..., N, N)``) for ``torch.func`` transforms.
+
+    ``forward`` runs on plain tensors (every transform level peeled off) and is the plain call
+    itself, fast path included. The ``vmap`` rule folds the mapped dimension into the batch
+    dimensions (one batched call, as the user's own batched call; bit for bit the same result).
+    ``backward`` and ``jvp`` differentiate the unrolled log-domain loop through ``torch.func``
+    (:func:`_replay`), in torch ops, so outer transforms compose: ``jacrev`` (a vmapped
+    backward), ``vmap(grad)``, ``hessian`` and other higher derivatives are those of the
+    unrolled iterations. ``g0``: ``(..., N)`` warm start of the column potentials, or ``None``;
+    it receives no gradient (as ``init`` in the plain call).
+    """
+
+    @staticmethod
+    def forward(x, g0, n_iters, plan):  # noqa: D102
+        with torch.no_grad():
+            init = None if g0 is None else (g0, g0)
+            return _log_sinkhorn(x, 1.0, n_iters, None, "unroll", False, 3, plan, init)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: D102
+        x, g0, n_iters, plan = inputs
+        ctx.n_iters, ctx.plan = n_iters, plan
+        ctx.save_for_backward(x, g0)
+        ctx.save_for_forward(x, g0)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, g0 = ctx.saved_tensors
+
+        def f(x: torch.Tensor) -> torch.Tensor:
+            return _replay(x, g0, ctx.n_iters, ctx.plan)
+
+        _, pullback = torch.func.vjp(f, x)
+        return pullback(grad)[0], None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, g0_t, n_iters, plan):  # noqa: D102
+        x, g0 = ctx.saved_tensors
+
+        def f(x: torch.Tensor) -> torch.Tensor:
+            return _replay(x, g0, ctx.n_iters, ctx.plan)
+
+        return torch.func.jvp(f, (x,), (x_t,))[1]
+
+    @staticmethod
+    def vmap(info, in_dims, x, g0, n_iters, plan):  # noqa: D102
+        x_dim, g_dim = in_dims[0], in_dims[1]
+        size = info.batch_size
+        x = x.movedim(x_dim, 0) if x_dim is not None else x.expand(size, *x.shape)
+        if g0 is not None and g_dim is not None:
+            g0 = g0.movedim(g_dim, 0)  # (V, ..., N), aligned with x's batch (V, ...)
+            g0 = g0.reshape(size, *([1] * (x.dim() - 1 - g0.dim())), *g0.shape[1:])
+        return _FuncSinkhorn.apply(x, g0, n_iters, plan), 0
 
 
 def _amax0(t: torch.Tensor) -> torch.Tensor:

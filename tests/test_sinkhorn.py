@@ -828,3 +828,162 @@ def test_saturated_fallback_gradient_is_zero_as_through_the_textbook_loop(ratio)
     (ref,) = torch.autograd.grad((reference_log_sinkhorn(x / tau, 20).exp() * w).sum(), x)
     assert (ref * tau).abs().max() <= 1e-30  # saturated: the textbook loop's gradient is 0
     assert (ours * tau).abs().max() <= 1e-30
+
+
+# --- torch.func (issue 11, item 9): vmap, grad, jacrev, jacfwd, hessian ----------------------
+# Fixed unrolling with backward="unroll" works under every transform: vmap folds the mapped
+# dimension into the batch (the same call as the batched one, bit for bit), derivatives are
+# those of the unrolled iterations. What needs host reads per item raises, naming the transform.
+
+from torch.func import grad as func_grad  # noqa: E402
+from torch.func import hessian, jacfwd, jacrev, vmap  # noqa: E402
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 5, 5), (4, 5, 5)])
+@pytest.mark.parametrize("tau", [1.0, 0.3])
+@pytest.mark.parametrize("plan", [False, True])
+def test_vmap_equals_the_batched_call(device, shape, tau, plan):
+    fn = sinkhorn if plan else log_sinkhorn
+    x = random_scores(80, shape).to(device)
+    ours = vmap(lambda y: fn(y, tau=tau, n_iters=7))(x)
+    torch.testing.assert_close(ours, fn(x, tau=tau, n_iters=7), rtol=0, atol=1e-12)
+    moved = vmap(lambda y: fn(y, tau=tau, n_iters=7), in_dims=1)(x.movedim(0, 1))
+    torch.testing.assert_close(moved, fn(x, tau=tau, n_iters=7), rtol=0, atol=1e-12)
+
+
+def test_nested_vmap_float16_and_the_fallback_equal_the_batched_call():
+    x = random_scores(81, (3, 2, 5, 5))
+    torch.testing.assert_close(vmap(vmap(log_sinkhorn))(x), log_sinkhorn(x), rtol=0, atol=1e-12)
+    h = x.half()
+    assert torch.equal(vmap(log_sinkhorn)(h), log_sinkhorn(h))
+    # scores and tau that force the log-domain fallback of the plain call
+    s = random_scores(82, (4, 6, 6), dtype=torch.float32, scale=30.0)
+    ours = vmap(lambda y: log_sinkhorn(y, tau=0.01, n_iters=30))(s)
+    torch.testing.assert_close(ours, log_sinkhorn(s, tau=0.01, n_iters=30), rtol=0, atol=0)
+
+
+def test_vmap_over_tau_and_the_warm_start():
+    x = random_scores(83, (3, 5, 5))
+    taus = torch.tensor([0.3, 1.0, 2.0], dtype=torch.float64)
+    ours = vmap(lambda y, t: log_sinkhorn(y, tau=t, n_iters=5))(x, taus)
+    ref = torch.stack([log_sinkhorn(x[i], tau=float(taus[i]), n_iters=5) for i in range(3)])
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    f, g = log_sinkhorn(x, tau=0.5, n_iters=3, return_info=True)[1].potentials
+    ours = vmap(lambda y, f, g: log_sinkhorn(y, tau=0.5, n_iters=4, init=(f, g)))(x, f, g)
+    ref = log_sinkhorn(x, tau=0.5, n_iters=4, init=(f, g))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    shared = vmap(lambda y: log_sinkhorn(y, tau=0.5, n_iters=4, init=(f[0], g[0])))(x)
+    ref = log_sinkhorn(x, tau=0.5, n_iters=4, init=(f[0], g[0]))
+    torch.testing.assert_close(shared, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("plan", [False, True])
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_jacrev_and_jacfwd_equal_the_autograd_jacobian(plan, tau):
+    fn = sinkhorn if plan else log_sinkhorn
+    x = random_scores(84, (4, 4))
+
+    def f(y):
+        return fn(y, tau=tau, n_iters=6)
+
+    ref = torch.autograd.functional.jacobian(f, x)
+    assert ref.abs().max() > 0.01
+    torch.testing.assert_close(jacrev(f)(x), ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(jacfwd(f)(x), ref, rtol=0, atol=1e-12)
+
+
+def test_hessian_equals_the_autograd_hessian():
+    x = random_scores(85, (4, 4))
+    w = random_scores(86, (4, 4))
+
+    def loss(y):
+        return (log_sinkhorn(y, tau=0.5, n_iters=6).exp() * w).sum()
+
+    ref = torch.autograd.functional.hessian(loss, x)
+    assert ref.abs().max() > 0.01
+    torch.testing.assert_close(hessian(loss)(x), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_vmap_of_grad_equals_per_sample_autograd_gradients(log_loop_backward, fallback):
+    scale, tau, dtype = (5.0, 0.05, torch.float32) if fallback else (1.0, 0.5, torch.float64)
+    x = random_scores(87, (5, 6, 6), dtype=dtype, scale=scale)
+    w = random_scores(88, (6, 6), dtype=dtype)
+
+    def loss(y):
+        return (log_sinkhorn(y, tau=tau, n_iters=8).exp() * w).sum()
+
+    ours = vmap(func_grad(loss))(x)
+    ref = []
+    for xi in x.clone().unbind(0):
+        xi.requires_grad_()
+        ref.append(torch.autograd.grad(loss(xi), xi)[0])
+    ref = torch.stack(ref)
+    assert bool(log_loop_backward) == fallback  # the per-sample calls take the fallback
+    assert ref.abs().max() > 0.1
+    atol = 1e-5 * float(ref.abs().max()) if fallback else 1e-12
+    torch.testing.assert_close(ours, ref, rtol=0, atol=atol)
+
+
+def test_grad_with_respect_to_a_tensor_tau():
+    x = random_scores(89, (4, 4))
+    w = random_scores(90, (4, 4))
+    tau = torch.tensor(0.7, dtype=torch.float64)
+
+    def loss(t):
+        return (log_sinkhorn(x, tau=t, n_iters=6) * w).sum()
+
+    ref_tau = tau.clone().requires_grad_()
+    (ref,) = torch.autograd.grad(loss(ref_tau), ref_tau)
+    assert ref != 0
+    torch.testing.assert_close(func_grad(loss)(tau), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs,what",
+    [
+        ({"tol": 1e-3}, "tol=None"),
+        ({"return_info": True}, "return_info=False"),
+        ({"backward": "implicit"}, "backward='unroll'"),
+    ],
+)
+@pytest.mark.parametrize("transform", ["vmap", "grad"])
+def test_host_reading_options_raise_under_transforms(kwargs, what, transform):
+    x = random_scores(91, (3, 4, 4))
+    if transform == "vmap":
+        call = vmap(lambda y: log_sinkhorn(y, **kwargs))
+        name = "torch.func vmap"
+    else:
+        call = func_grad(lambda y: log_sinkhorn(y, **kwargs).sum())
+        name = "torch.func grad"
+    with pytest.raises(NotImplementedError, match=f"not supported under {name}") as err:
+        call(x)
+    assert what in str(err.value) and "without the transform" in str(err.value)
+
+
+def test_input_checks_under_vmap_name_the_argument():
+    x = random_scores(92, (3, 4, 4))
+    bad = x.clone()
+    bad[1, 2, 3] = math.nan
+    with pytest.raises(ValueError, match="log_alpha contains invalid"):
+        vmap(log_sinkhorn)(bad)
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        vmap(lambda y, t: log_sinkhorn(y, tau=t))(x, torch.tensor([1.0, -1.0, 2.0]))
+    with pytest.raises(ValueError, match="n_iters must be >= 1"):
+        vmap(lambda y: log_sinkhorn(y, n_iters=0))(x)
+
+
+def test_plain_calls_do_not_take_the_transform_path(monkeypatch):
+    calls = []
+    original = sinkhorn_module._under_transform
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(sinkhorn_module, "_under_transform", counted)
+    x = random_scores(93, (2, 4, 4)).requires_grad_()
+    log_sinkhorn(x, tau=torch.tensor(0.5), init=(x.new_zeros(2, 4), x.new_zeros(2, 4)))
+    assert not calls
+    vmap(log_sinkhorn)(x.detach())
+    assert len(calls) == 1
