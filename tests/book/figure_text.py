@@ -9,9 +9,10 @@ labels, axis labels, titles, legends, annotations, colorbar labels) are compared
 per figure with overlapping text goes to the file named by ``$BOOK_FIGURE_TEXT_LOG``.
 
 What it can measure: text boxes of one figure, in display pixels, as drawn at the figure's own
-size and dpi. Tick labels of ticks outside the axis limits (kept by matplotlib, never drawn) are
-skipped, and two boxes count as overlapping when they share more than a pixel in both directions.
-Text drawn inside an image, or a label crossing a line or a marker, is not seen.
+size and dpi. Tick labels that are not drawn (ticks outside the axis limits, stale Tick objects
+an axis keeps from an earlier draw) are skipped, and two boxes count as overlapping when they
+share more than a pixel in both directions. Text drawn inside an image, or a label crossing a
+line or a marker, is not seen.
 """
 
 from __future__ import annotations
@@ -24,18 +25,28 @@ SETUP = "import figure_text as _figure_text; _figure_text.install(); del _figure
 
 def overlapping_texts(fig) -> list[str]:
     """``'a' / 'b'`` for each pair of visible texts of ``fig`` whose drawn boxes overlap."""
+    import numpy as np
     from matplotlib.text import Text
 
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    hidden = set()  # labels of ticks outside the view limits: kept by matplotlib, not drawn
+    # Tick labels that are not drawn: of ticks outside the view limits, and of Tick objects left
+    # over from an earlier draw with more ticks (an axis keeps them, stale, after set_ylim).
+    all_labels, drawn = set(), set()
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
-            lo, hi = sorted(axis.get_view_interval())
-            slack = 1e-9 * max(abs(lo), abs(hi), 1e-300)
-            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
-                if not lo - slack <= tick.get_loc() <= hi + slack:
-                    hidden.update((id(tick.label1), id(tick.label2)))
+            scale = axis.get_transform()  # compared in scale space (log axes), as matplotlib does
+            lo, hi = sorted(scale.transform(np.asarray(axis.get_view_interval(), float)))
+            slack = 1e-10 * (hi - lo)
+            for ticks, locs in ((axis.majorTicks, axis.get_majorticklocs()),
+                                (axis.minorTicks, axis.get_minorticklocs())):
+                all_labels.update(id(x) for t in ticks for x in (t.label1, t.label2))
+                for tick in ticks[:len(locs)]:
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        loc = scale.transform(np.array([tick.get_loc()], float))[0]
+                    if np.isfinite(loc) and lo - slack <= loc <= hi + slack:
+                        drawn.update((id(tick.label1), id(tick.label2)))
+    hidden = all_labels - drawn
     texts = [t for t in fig.findobj(Text)
              if t.get_visible() and t.get_text().strip() and id(t) not in hidden
              and (t.axes is None or t.axes.get_visible())]
