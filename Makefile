@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= test,book
 MODE ?= ci
 
-.PHONY: setup demo book browser bench test lint lab clean
+.PHONY: setup demo book browser bench test test-fast lint lab clean
 
 setup: $(VENV)/.installed
 
@@ -71,6 +71,10 @@ lint: setup
 # The browser checks need `make browser` first (skipped without a browser, except in CI).
 test: setup lint book
 	$(BIN)/python -m pytest
+
+# The fast subset for quick iteration: no book build, no slow tests (CI runs `make test`).
+test-fast: setup lint
+	$(BIN)/python -m pytest -m "not slow" --ignore=tests/book -q
 
 clean:
 	rm -rf $(VENV) _build .pytest_cache .hypothesis

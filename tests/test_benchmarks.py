@@ -43,6 +43,7 @@ def test_matching_methods_agree():
         np.testing.assert_allclose(t, totals["permlib"], rtol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow
 def test_harness_tiny_run_writes_json_and_figure(tmp_path):
     pytest.importorskip("seaborn")
     from benchmarks.run import main
@@ -97,6 +98,7 @@ def test_bench_without_record_leaves_the_tracked_results_alone(monkeypatch, tmp_
     assert _git_status("benchmarks") == before  # benchmarks/ as clean (or dirty) as before
 
 
+@pytest.mark.slow
 def test_record_writes_results_only_for_a_quiet_run(monkeypatch, tmp_path):
     import benchmarks.run as run
 
