@@ -123,7 +123,7 @@ def test_sanitizers_keep_numbers_and_remove_what_varies():
 
     varying = ("epochs: 100%|##########| 50/50 [00:01<00:00, 45.2it/s]\n"
                "run at 2026-11-28T07:50:38+00:00 took 12.3 ms (4 µs per item, 1.5 s in all)\n"
-               "/work/main/permlib/sinkhorn.py:12: ConvergenceWarning <function f at 0x7f3a2b>")
+               "/home/reader/permlib/sinkhorn.py:12: ConvergenceWarning <function f at 0x7f3a2b>")
     assert clean(varying) == ("TQDM-BARrun at DATE took TIMING (TIMING per item, TIMING in all)\n"
                               "PATH:12: ConvergenceWarning <function f at ADDRESS>")
     kept = "B = 32, N = 100: gap 2.1e-07, ratio 9.1x, 45% wrong, 171 GB/s, |P - Q| = 0.5"
