@@ -413,7 +413,7 @@ def run_cell(
 # --------------------------------------------------------------------------- the grid
 
 
-def _cells(
+def cells(
     table: str,
     seeds: Sequence[int] = (0,),
     selection: dict[str, list] | None = None,
@@ -450,7 +450,7 @@ class SortingExperiment(harness.Experiment):
     name, config_cls, axes, tables = "sorting", SortingConfig, AXES, TABLES
 
     def cells(self, table, seeds, selection, only, overrides):
-        return _cells(table, seeds, selection, only, overrides)
+        return cells(table, seeds, selection, only, overrides)
 
     def identity(self, config: SortingConfig) -> dict:
         return config.to_dict()
@@ -487,8 +487,6 @@ class SortingExperiment(harness.Experiment):
 
 
 EXPERIMENT = SortingExperiment()
-#: The grid of a table: ``cells(table, seeds=(0,), selection=None, only=(), overrides=None)``.
-cells = _cells
 store = EXPERIMENT.store
 load_results = EXPERIMENT.load_results
 run_table = EXPERIMENT.run_table
