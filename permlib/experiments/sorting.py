@@ -375,6 +375,12 @@ def evaluate(
     return out
 
 
+def _test(model: SortingNetwork, config: SortingConfig) -> dict[str, dict[str, float]]:
+    """A cell's test: :func:`evaluate` on the config's test lists, drawn from its seed."""
+    gen = _generators(config.seed)["test"]
+    return evaluate(model, config.n_test, config.test_distributions, generator=gen)
+
+
 def run_cell(
     config: SortingConfig,
     *,
@@ -387,8 +393,7 @@ def run_cell(
     ``keep_model``)."""
     tr = train(config, checkpoint=checkpoint, progress=progress, device=device)
     t_eval = time.perf_counter()
-    gen = _generators(config.seed)["test"]
-    res = evaluate(tr.model, config.n_test, config.test_distributions, generator=gen)
+    res = _test(tr.model, config)
     out = {
         "config": config.to_dict(),
         "metrics": res,
@@ -469,9 +474,7 @@ class SortingExperiment(harness.Experiment):
     def recompute(self, config: SortingConfig, artifacts: dict) -> dict:
         model = config.build()
         model.load_state_dict(artifacts["model.pt"])
-        model.eval()
-        gen = _generators(config.seed)["test"]
-        return evaluate(model, config.n_test, config.test_distributions, generator=gen)
+        return _test(model.eval(), config)
 
     def ci(self, *, seed=0, progress=False, device="cpu", **overrides):
         config = SortingConfig(**(_CI | {"seed": seed} | overrides))

@@ -99,12 +99,13 @@ def run_grid(
     """
     if on_stale not in ("refuse", "rerun"):
         raise ValueError(f"on_stale must be 'refuse' or 'rerun', got {on_stale!r}")
-    status = {cell_id(c): store.status(c, identity(cfg)) for c, cfg in cells}
+    stored = store.records()  # read once for every cell's status
+    status = {cell_id(c): store.status(c, identity(cfg), stored) for c, cfg in cells}
     stale = [(c, cfg) for c, cfg in cells if status[cell_id(c)] == "stale"]
     if stale and on_stale == "refuse" and not force:
         lines = []
         for c, cfg in stale[:10]:
-            diff = config_diff(store.get(c)["config"], identity(cfg))
+            diff = config_diff(store.get(c, stored)["config"], identity(cfg))
             lines.append(f"  {cell_id(c)}: " + ", ".join(
                 f"{k} {old!r} -> {new!r}" for k, (old, new) in diff.items()))  # fmt: skip
         more = f"\n  ... and {len(stale) - 10} more" if len(stale) > 10 else ""

@@ -144,17 +144,26 @@ class ResultsStore:
             raise ValueError(f"cell {dict(cell)} lacks the axes {missing} of {self.path.name}")
         return tuple(cell[a] for a in self.axes)
 
-    def get(self, cell: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The record of ``cell``, or ``None``."""
+    def get(
+        self, cell: Mapping[str, Any], records: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any] | None:
+        """The record of ``cell``, or ``None``; ``records``: the file's records if already
+        loaded (:meth:`records`), so that many lookups read the file once."""
         key = self._key(cell)
-        for rec in self.records():
+        for rec in self.records() if records is None else records:
             if self._key(rec["cell"]) == key:
                 return rec
         return None
 
-    def status(self, cell: Mapping[str, Any], config: Mapping[str, Any]) -> Status:
-        """``"missing"``, ``"done"`` (stored with this config) or ``"stale"`` (another config)."""
-        rec = self.get(cell)
+    def status(
+        self,
+        cell: Mapping[str, Any],
+        config: Mapping[str, Any],
+        records: list[dict[str, Any]] | None = None,
+    ) -> Status:
+        """``"missing"``, ``"done"`` (stored with this config) or ``"stale"`` (another config);
+        ``records`` as for :meth:`get`."""
+        rec = self.get(cell, records)
         if rec is None:
             return "missing"
         return "done" if rec.get("config") == dict(config) else "stale"
