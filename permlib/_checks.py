@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "check_float_matrix",
     "check_generator",
     "check_has_data",
+    "check_partial_permutation",
     "check_permutation",
     "check_positive_int",
     "check_positive_real",
@@ -24,9 +26,13 @@ __all__ = [
     "check_same_shape",
     "check_tensor",
     "defers",
+    "entry_mask",
     "extremes",
     "finite_range",
+    "hall_violation",
+    "infeasible_error",
     "nonfinite",
+    "plain",
 ]
 
 
@@ -95,20 +101,24 @@ def check_finite(x: torch.Tensor, name: str) -> None:
 def check_float_matrix(
     x: object, name: str, *, square: bool = True, finite: bool = True
 ) -> torch.Tensor:
-    """Check a floating ``(..., N, M)`` tensor (``N == M`` when ``square``), finite by default."""
+    """Check a floating ``(..., N, M)`` tensor (``N == M`` when ``square``), finite by default.
+
+    ``N`` and ``M`` must be at least 1 (a batch may be empty)."""
     x = check_tensor(x, name)
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
     if x.dim() < 2:
         raise ValueError(
-            f"{name} must have at least 2 dimensions (..., N, N), got shape {tuple(x.shape)}"
+            f"{name} must have at least 2 dimensions (..., N, {'N' if square else 'M'}), got "
+            f"shape {tuple(x.shape)}"
         )
     if square and x.shape[-1] != x.shape[-2]:
         raise ValueError(
             f"{name} must be square in its last two dimensions, got shape {tuple(x.shape)}"
         )
-    if x.shape[-1] == 0:
-        raise ValueError(f"{name} must have N >= 1, got shape {tuple(x.shape)}")
+    if x.shape[-1] == 0 or x.shape[-2] == 0:
+        what = "N >= 1" if square else "N >= 1 rows and M >= 1 columns"
+        raise ValueError(f"{name} must have {what}, got shape {tuple(x.shape)}")
     if finite:
         check_finite(x, name)
     return x
@@ -220,3 +230,187 @@ def check_has_data(x: torch.Tensor, name: str, what: str) -> None:
         raise ValueError(
             f"{name} is a meta tensor (a shape without values): {what} needs its values"
         )
+
+
+def plain(t: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under every ``torch.func`` wrapper of ``t`` (under ``vmap`` it holds the
+    values of all the mapped items): what a host check can read."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def _check_sizes(value: object, name: str, limit: int, batch: torch.Size, device) -> torch.Tensor:
+    """``n_rows``/``n_cols``: an int or an integer tensor broadcastable to ``batch`` holding
+    sizes ``0..limit``; returned as an int64 tensor on ``device``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or an integer tensor, got bool")
+    if isinstance(value, Integral):
+        value = torch.tensor(int(value), device=device)
+    elif isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must have an integer dtype, got {value.dtype}")
+        if value.device != device:
+            raise ValueError(f"{name} is on {value.device}, the scores on {device}")
+    else:
+        raise TypeError(f"{name} must be an int or an integer tensor, got {type(value).__name__}")
+    try:
+        fits = torch.broadcast_shapes(tuple(value.shape), tuple(batch)) == tuple(batch)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{name} must have the batch shape {tuple(batch)} (or broadcast to it), got "
+            f"{tuple(value.shape)}"
+        )
+    values = plain(value)
+    if values.device.type != "meta" and values.numel():
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi > limit:
+            raise ValueError(f"{name} must hold sizes in 0..{limit}, got values in {lo}..{hi}")
+    return value.long()
+
+
+def entry_mask(
+    x: torch.Tensor,
+    name: str,
+    n_rows: object = None,
+    n_cols: object = None,
+    mask: object = None,
+) -> torch.Tensor | None:
+    """The entries of a ``(..., N, M)`` tensor ``x`` that exist, as a bool ``(..., N, M)`` mask
+    (an expanded view), or ``None`` when every entry does (all three arguments ``None``).
+
+    ``n_rows``/``n_cols`` (an int, or integer tensors broadcastable to the batch shape
+    ``x.shape[:-2]``): item ``b`` has the rows ``0 .. n_rows[b] - 1`` and the columns
+    ``0 .. n_cols[b] - 1``; the rest is padding. ``mask`` (bool, broadcastable to ``x.shape``):
+    ``True`` where an entry exists. Given together they are combined (an entry exists where
+    both say so). Errors name the argument (``name`` is ``x``'s).
+    """
+    if n_rows is None and n_cols is None and mask is None:
+        return None
+    batch, (n, m) = x.shape[:-2], x.shape[-2:]
+    out = None
+    if n_rows is not None:
+        rows = _check_sizes(n_rows, "n_rows", n, batch, x.device)
+        out = torch.arange(n, device=x.device) < rows.unsqueeze(-1)  # (..., N)
+        out = out.unsqueeze(-1)
+    if n_cols is not None:
+        cols = _check_sizes(n_cols, "n_cols", m, batch, x.device)
+        col_ok = (torch.arange(m, device=x.device) < cols.unsqueeze(-1)).unsqueeze(-2)
+        out = col_ok if out is None else out & col_ok
+    if mask is not None:
+        mask = check_tensor(mask, "mask")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+        if mask.device != x.device:
+            raise ValueError(f"mask is on {mask.device}, {name} on {x.device}")
+        try:
+            fits = torch.broadcast_shapes(tuple(mask.shape), tuple(x.shape)) == tuple(x.shape)
+        except RuntimeError:
+            fits = False
+        if mask.dim() < 2 or not fits:
+            raise ValueError(
+                f"mask must have {name}'s shape {tuple(x.shape)} (or broadcast to it), got "
+                f"{tuple(mask.shape)}"
+            )
+        out = mask if out is None else out & mask
+    return out.expand(x.shape)
+
+
+def hall_violation(allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Why the rows of a bipartite graph cannot all be matched, or ``None`` when they can.
+
+    ``allowed``: ``(R, C)`` bool, ``allowed[i, j]`` when row ``i`` may take column ``j``. When no
+    matching covers every row, returns ``(rows, cols)``: a set of rows and every column any of
+    them may take, with fewer columns than rows (Hall's theorem: such a set exists exactly when
+    no matching covers the rows). Found from a maximum matching (scipy's Hopcroft-Karp) and the
+    rows and columns reachable from its unmatched rows by alternating paths.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+
+    r, c = allowed.shape
+    if r == 0:
+        return None
+    graph = csr_matrix(allowed.astype(np.int8))
+    col_of = maximum_bipartite_matching(graph, perm_type="column")  # row -> column or -1
+    free = np.flatnonzero(col_of < 0)
+    if not free.size:
+        return None
+    row_of = np.full(c, -1)
+    matched = np.flatnonzero(col_of >= 0)
+    row_of[col_of[matched]] = matched
+    seen_rows = np.zeros(r, dtype=bool)
+    seen_cols = np.zeros(c, dtype=bool)
+    seen_rows[free] = True
+    frontier = free
+    while frontier.size:
+        cols = np.flatnonzero(allowed[frontier].any(axis=0) & ~seen_cols)
+        seen_cols[cols] = True
+        nxt = row_of[cols]  # every reached column is matched (else an augmenting path exists)
+        nxt = nxt[(nxt >= 0) & ~seen_rows[np.maximum(nxt, 0)]]
+        seen_rows[nxt] = True
+        frontier = nxt
+    return np.flatnonzero(seen_rows), np.flatnonzero(seen_cols)
+
+
+def _listed(idx: np.ndarray, limit: int = 12) -> str:
+    shown = ", ".join(str(int(i)) for i in idx[:limit])
+    return f"[{shown}{', ...' if idx.size > limit else ''}]"
+
+
+def infeasible_error(
+    name: str,
+    item: tuple[int, ...],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    transposed: bool,
+) -> ValueError:
+    """The ``ValueError`` for an assignment problem without a feasible solution.
+
+    ``rows``/``cols`` are a Hall violator of :func:`hall_violation` in the frame where the
+    rows must all be assigned; ``transposed`` says they are the problem's columns (``N > M``).
+    ``item`` is the batch index (``()`` without batch dimensions).
+    """
+    side, other = ("column", "row") if transposed else ("row", "column")
+    where = f" for batch item {item}" if item else ""
+    need = "every column must be assigned when N > M" if transposed else (
+        "every row must be assigned when N <= M"
+    )
+
+    def count(k: int, word: str) -> str:
+        return f"{k} {word}{'' if k == 1 else 's'}"
+
+    return ValueError(
+        f"{name} has no feasible assignment{where}: {side}s {_listed(rows)} can only be "
+        f"assigned to {other}s {_listed(cols)} ({count(len(rows), side)} for "
+        f"{count(len(cols), other)}; {need}, and forbidden pairs (-inf scores, +inf costs, "
+        "False in mask) cannot be used)"
+    )
+
+
+def check_partial_permutation(perm: object, name: str, m: int) -> torch.Tensor:
+    """Check an integer ``(..., N)`` tensor whose last axis is an injective partial map from the
+    ``N`` rows to the columns ``0..m-1``: entries in ``-1 .. m-1`` (``-1``: the row is not
+    assigned), the assigned ones distinct. Returns ``perm`` unchanged."""
+    perm = check_tensor(perm, name)
+    if perm.is_floating_point() or perm.is_complex() or perm.dtype == torch.bool:
+        raise TypeError(f"{name} must have an integer dtype, got {perm.dtype}")
+    m = check_positive_int(m, "m")
+    if perm.dim() < 1 or perm.shape[-1] == 0:
+        raise ValueError(f"{name} must have shape (..., N) with N >= 1, got {tuple(perm.shape)}")
+    if m - 1 > torch.iinfo(perm.dtype).max:
+        raise ValueError(
+            f"{name} has dtype {perm.dtype}, which cannot hold the indices 0..{m - 1}; use int64"
+        )
+    if perm.device.type == "meta" or not perm.numel():
+        return perm
+    p = plain(perm).long()
+    if bool(((p < -1) | (p >= m)).any()):
+        raise ValueError(f"{name} must hold columns in 0..{m - 1} or -1 (unassigned), got "
+                         f"values in {int(p.min())}..{int(p.max())}")
+    s = p.sort(dim=-1).values
+    if bool(((s[..., 1:] == s[..., :-1]) & (s[..., 1:] >= 0)).any()):
+        raise ValueError(f"{name} assigns a column to more than one row")
+    return perm

@@ -32,9 +32,24 @@ BAD_MATRICES = [
 ]
 
 
+#: Cases that are no longer errors for some functions (issue 19): rectangular problems and
+#: forbidden pairs (-inf scores). Each such call must work, not merely not raise.
+ACCEPTED = {
+    "non-square": {"matching"},
+    "batched non-square": {"matching"},
+    "-inf": {"matching"},
+}
+
+
 @pytest.mark.parametrize("fname", SQUARE_FUNCTIONS)
 @pytest.mark.parametrize("case,x,exc,msg", BAD_MATRICES, ids=[c[0] for c in BAD_MATRICES])
 def test_bad_matrices_are_rejected(fname, case, x, exc, msg):
+    if fname in ACCEPTED.get(case, ()):
+        out = SQUARE_FUNCTIONS[fname](x)
+        assert out.shape[: x.dim() - 1] == x.shape[:-1]
+        if case == "-inf":  # the forbidden pair (0, 1) is not used
+            assert out.tolist() == [0, 1]
+        return
     with pytest.raises(exc, match=msg):
         SQUARE_FUNCTIONS[fname](x)
 

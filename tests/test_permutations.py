@@ -36,3 +36,38 @@ def test_top_level_exports_are_these_functions():
     assert permlib.invert_permutation is invert_permutation
     with pytest.raises(ValueError, match="perm"):
         invert_permutation(torch.tensor([1, 1, 0]))
+
+
+def test_partial_permutations_with_m(device):
+    """``m=``: injective maps of N rows into m columns, -1 for an unassigned row."""
+    perm = torch.tensor([[2, -1, 0], [-1, -1, 4]], device=device)
+    p = permutation_matrix(perm, m=5, dtype=torch.float64)
+    assert p.shape == (2, 3, 5) and p.device == perm.device
+    assert p.tolist()[0] == [[0, 0, 1, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
+    assert p[1].sum().item() == 1 and p[1, 2, 4].item() == 1
+    inv = invert_permutation(perm, m=5)
+    assert inv.tolist() == [[2, -1, 0, -1, -1], [-1, -1, -1, -1, 2]]
+    assert torch.equal(permutation_matrix(inv, m=3, dtype=torch.float64), p.mT)
+    # a full permutation with m = N is the plain case
+    full = torch.tensor([1, 2, 0], device=device)
+    assert torch.equal(permutation_matrix(full, m=3), permutation_matrix(full))
+    assert torch.equal(invert_permutation(full, m=3), invert_permutation(full))
+
+
+@pytest.mark.parametrize(
+    "perm,m,exc,msg",
+    [
+        (torch.tensor([0, 0, -1]), 3, ValueError, "assigns a column to more than one row"),
+        (torch.tensor([0, 3]), 3, ValueError, r"columns in 0..2 or -1 \(unassigned\)"),
+        (torch.tensor([-2, 0]), 3, ValueError, "got values in -2..0"),
+        (torch.tensor([0, 1]), 0, ValueError, "m must be >= 1"),
+        (torch.tensor([0.0, 1.0]), 3, TypeError, "integer dtype"),
+    ],
+)
+def test_bad_partial_permutations(perm, m, exc, msg):
+    for fn in (permutation_matrix, invert_permutation):
+        with pytest.raises(exc, match=msg):
+            fn(perm, m=m)
+    # without m, -1 is not a permutation
+    with pytest.raises(ValueError, match="permutation of 0..1"):
+        permutation_matrix(torch.tensor([-1, 0]))
