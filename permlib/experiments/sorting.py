@@ -52,6 +52,7 @@ from permlib import metrics
 from permlib.data import TEST_DISTRIBUTIONS, sample_sorting_batch
 from permlib.experiments import harness
 from permlib.experiments.harness import FitResult
+from permlib.experiments.methods import METHODS, PAPER_METHODS
 from permlib.nn import SortingNetwork, reconstruct
 from permlib.permutations import permutation_matrix
 
@@ -79,31 +80,6 @@ __all__ = [
 
 #: The grid axes of a sorting cell.
 AXES = ("method", "n", "seed")
-
-#: Head settings of each method: keyword arguments of :class:`permlib.nn.SortingNetwork`.
-METHODS: dict[str, dict] = {
-    "sinkhorn": {"head": "sinkhorn"},
-    "gumbel_sinkhorn": {"head": "gumbel_sinkhorn", "noise_factor": 1.0, "n_samples": 10},
-    "hste": {"head": "hste", "noise_factor": 0.0},
-    "hste_gumbel": {"head": "hste", "noise_factor": 1.0, "n_samples": 10},
-    "gumbel_sinkhorn_implicit": {
-        "head": "gumbel_sinkhorn",
-        "noise_factor": 1.0,
-        "n_samples": 10,
-        "tol": 1e-3,
-        "n_iters": 200,
-        "backward": "implicit",
-    },
-}
-
-#: The method names of the Hungarian-STE paper's Table 5 (and ``paper_tables.json``).
-PAPER_METHODS: dict[str, str] = {
-    "sinkhorn": "Sinkhorn",
-    "hste": "Hungarian-STE without Gumbel noise",
-    "gumbel_sinkhorn": "Gumbel-Sinkhorn",
-    "hste_gumbel": "Hungarian-STE with Gumbel noise",
-}
-
 
 @dataclass(frozen=True)
 class SortingConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ class Experiment:
         doc = (sys.modules[type(self).__module__].__doc__ or self.name).split("\n\n")[0]
         args = cli.experiment_parser(prog, doc, self.config_cls, self.axes,
                                      tuple(self.tables)).parse_args(argv)  # fmt: skip
-        types = {f: int for f in ("n", "seed") if f in self.axes}
+        hints = typing.get_type_hints(self.config_cls)
+        types = {a: int for a in self.axes if hints.get(a) is int}
         sel = cli.selection_from_args(args, self.config_cls, self.axes, types)
         t0 = time.perf_counter()
         with torch_threads(args.threads):

@@ -1,0 +1,146 @@
+"""The jigsaw network of Sinkhorn networks (Mena et al., 2017 and 2018; the Hungarian-STE paper).
+
+Every scrambled piece goes through the same small CNN ``g1`` (a 5x5 convolution with padding 2,
+ReLU, 2x2 max pooling) and the same affine map ``g2`` to ``N = M**2`` scores, row ``i`` of the
+log-potentials ``log_alpha`` (rows index scrambled pieces, columns grid positions). Sharing the
+weights across pieces makes the network permutation equivariant: shuffling the input pieces
+shuffles the rows of ``log_alpha`` (:cite:`mena2018learning`, section 4.1). A
+:class:`~permlib.nn.heads.PermutationHead` turns ``log_alpha`` into the matrices the loss puts
+the pieces back with; at test time the exact matching of ``log_alpha`` (no noise) decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from permlib.nn.heads import Head, PermutationHead, reconstruct
+
+__all__ = ["JIGSAW_INITS", "JigsawNetwork"]
+
+JigsawInit = Literal["torch", "kaiming"]
+JIGSAW_INITS: tuple[str, ...] = ("torch", "kaiming")
+
+
+class JigsawNetwork(nn.Module):
+    """Sinkhorn network for ``grid x grid`` jigsaw puzzles of ``piece_size``-pixel pieces.
+
+    Args:
+        grid: pieces per side ``M``; the network scores ``N = M**2`` positions.
+        piece_size: ``(p, q)`` or ``p`` for square pieces, in pixels.
+        channels: colour channels of a piece (1 for MNIST, 3 for photos).
+        conv_channels: output channels of the convolution (64 in the Hungarian-STE paper).
+        kernel_size: odd convolution size (5); the padding keeps the piece size.
+        bias: whether ``g2`` has a bias (the Hungarian-STE paper's has none).
+        head: a :class:`~permlib.nn.heads.PermutationHead` or its kind.
+        init: ``"torch"`` (PyTorch's defaults) or ``"kaiming"`` (He-normal weights, fan-out, and
+            a zero convolution bias, as in the PyTorch code the Hungarian-STE paper builds on).
+        generator: CPU generator for the initial weights.
+        **head_options: options of :class:`~permlib.nn.heads.PermutationHead`.
+
+    Shape:
+        ``scrambled``: ``(B, N, C, p, q)`` pieces. ``log_alpha``: ``(B, N, N)``.
+        ``forward``: ``(S, B, N, N)``; ``predict``: ``(B, N)`` int64, ``perm[b, i]`` = predicted
+        position of scrambled piece ``i``.
+    """
+
+    def __init__(
+        self,
+        grid: int,
+        piece_size: int | tuple[int, int],
+        channels: int = 1,
+        conv_channels: int = 64,
+        *,
+        kernel_size: int = 5,
+        bias: bool = False,
+        head: Head | PermutationHead = "gumbel_sinkhorn",
+        init: JigsawInit = "kaiming",
+        generator: torch.Generator | None = None,
+        **head_options: Any,
+    ) -> None:
+        super().__init__()
+        for name, v in (("grid", grid), ("channels", channels), ("conv_channels", conv_channels),
+                        ("kernel_size", kernel_size)):  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (padding keeps the size), got {kernel_size}")
+        if init not in JIGSAW_INITS:
+            raise ValueError(f"init must be one of {JIGSAW_INITS}, got {init!r}")
+        p, q = (piece_size, piece_size) if isinstance(piece_size, int) else tuple(piece_size)
+        if min(p, q) < 2:
+            raise ValueError(f"piece_size must be >= 2 pixels (2x2 pooling), got {piece_size!r}")
+        self.grid, self.n, self.piece_size, self.channels = grid, grid * grid, (p, q), channels
+        if isinstance(head, PermutationHead):
+            if head_options:
+                raise ValueError(f"pass either a PermutationHead or its options, got both "
+                                 f"(options {sorted(head_options)})")  # fmt: skip
+            self.head = head
+        else:
+            self.head = PermutationHead(head, **head_options)
+        self.g1 = nn.Sequential(
+            nn.Conv2d(channels, conv_channels, kernel_size, padding=kernel_size // 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.g2 = nn.Linear(conv_channels * (p // 2) * (q // 2), self.n, bias=bias)
+        self.init = init
+        self.reset_parameters(generator=generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:
+        """Initialize the convolution and ``g2`` as ``self.init`` says, from ``generator``."""
+        conv = self.g1[0]
+        for layer in (conv, self.g2):
+            w = layer.weight
+            fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
+            if self.init == "kaiming":
+                w.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=generator)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+            else:  # nn.Conv2d / nn.Linear defaults: U(+-1/sqrt(fan_in)) for weights and biases
+                bound = 1.0 / fan_in**0.5
+                w.uniform_(-bound, bound, generator=generator)
+                if layer.bias is not None:
+                    layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def log_alpha(self, scrambled: torch.Tensor) -> torch.Tensor:
+        """Log-potentials ``(B, N, C, p, q) -> (B, N, N)``; row ``i`` scores piece ``i``."""
+        shape = (self.n, self.channels, *self.piece_size)
+        if not isinstance(scrambled, torch.Tensor) or scrambled.dim() != 5 \
+                or tuple(scrambled.shape[1:]) != shape:
+            got = tuple(scrambled.shape) if isinstance(scrambled, torch.Tensor) else type(scrambled)
+            raise ValueError(f"scrambled must be (B, {', '.join(map(str, shape))}), got {got}")
+        w = self.g2.weight
+        if scrambled.dtype != w.dtype or scrambled.device != w.device:
+            raise TypeError(f"scrambled is {scrambled.dtype} on {scrambled.device} but the network "
+                            f"is {w.dtype} on {w.device}")  # fmt: skip
+        b = scrambled.shape[0]
+        feats = self.g1(scrambled.reshape(b * self.n, *shape[1:]))
+        return self.g2(feats.reshape(b, self.n, self.g2.in_features))
+
+    def forward(
+        self, scrambled: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Training-time permutation matrices ``(S, B, N, N)``."""
+        return self.head(self.log_alpha(scrambled), generator=generator)
+
+    def loss(
+        self,
+        scrambled: torch.Tensor,
+        pieces: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The papers' training loss: the mean squared error between the pieces put back by the
+        (soft) permutations, ``P^T scrambled``, and the true pieces, averaged over puzzles,
+        pixels and noise samples (a scalar)."""
+        perms = self(scrambled, generator=generator)
+        return (reconstruct(perms, scrambled, item_dims=3) - pieces).square().mean()
+
+    @torch.no_grad()
+    def predict(self, scrambled: torch.Tensor) -> torch.Tensor:
+        """Test-time permutation: exact matching of ``log_alpha`` (no noise), ``(B, N)``."""
+        return self.head.predict(self.log_alpha(scrambled))
