@@ -36,8 +36,9 @@ NUMBERED = re.compile(
     r"\b(Theorem|Lemma|Proposition|Corollary|Definition|Exercise|Fig\.|Figure|Eq\.|Equation)"
     r"\s+\(?\d+"
 )
-# Internal identifiers of copies of the papers: "000", "003", "003's Err_c" (not 0.003, 1e-003).
-INTERNAL_ID = re.compile(r"(?<![\w.\-+])00\d(?![\w.])")
+# Internal identifiers of copies of the papers: "000", "003", "003's Err_c" (not 0.003, 1e-003,
+# nor the thousands of 5,000).
+INTERNAL_ID = re.compile(r"(?<![\w.,\-+])00\d(?![\w.])")
 
 
 def _toc_entries() -> list[str]:
