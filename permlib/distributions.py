@@ -23,13 +23,16 @@ from collections.abc import Callable
 
 import torch
 
-from permlib._checks import check_float_matrix, check_permutation, check_tensor
+from permlib._checks import check_finite, check_float_matrix, check_permutation, check_tensor
 
 __all__ = [
     "MAX_ITEMS",
+    "bhattacharyya_coefficient",
+    "bhattacharyya_distance",
     "enumerate_permutations",
     "exact_distribution",
     "gibbs_distribution",
+    "hellinger_distance",
     "permutation_frequencies",
     "permutation_rank",
     "total_variation",
@@ -160,3 +163,64 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> float:
         shapes = f"{tuple(p.shape)} and {tuple(q.shape)}"
         raise ValueError(f"p and q must have the same shape, got {shapes}")
     return 0.5 * float((p.double() - q.double().to(p.device)).abs().sum())
+
+
+def _check_probability_vectors(p: object, q: object, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two floating tensors of one shape whose slices along ``dim`` are probability vectors."""
+    p, q = check_tensor(p, "p"), check_tensor(q, "q")
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and "
+                         f"{tuple(q.shape)}")  # fmt: skip
+    if p.dim() == 0:
+        raise ValueError("p and q must have at least one dimension (the outcomes)")
+    for name, t in (("p", p), ("q", q)):
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
+        if not t.numel():
+            continue
+        check_finite(t, name)
+        if float(t.min()) < 0:
+            raise ValueError(f"{name} must be non-negative, got an entry {float(t.min()):.3g}")
+        # float32 sums of K entries are off by up to about K eps
+        tol = max(1e-6, t.shape[dim] * torch.finfo(t.dtype).eps)
+        err = float((t.double().sum(dim=dim) - 1).abs().max())
+        if err > tol:
+            raise ValueError(
+                f"{name} must hold probability vectors along dim {dim} (summing to 1), "
+                f"got a sum off by {err:.3g}"
+            )
+    return p.double(), q.double().to(p.device)
+
+
+def bhattacharyya_coefficient(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Bhattacharyya coefficient ``BC = sum_k sqrt(p_k q_k)`` of two distributions.
+
+    Args:
+        p, q: probability vectors along ``dim`` (e.g. ``(..., n!)`` over the permutations of
+            :func:`enumerate_permutations`), of one shape, floating, non-negative.
+        dim: the dimension of the outcomes.
+
+    Returns:
+        ``BC`` in ``[0, 1]`` (1 for equal distributions, 0 for disjoint supports), float64, of
+        the shape of ``p`` without ``dim``.
+    """
+    p, q = _check_probability_vectors(p, q, dim)
+    return (p * q).sqrt().sum(dim=dim).clamp(0.0, 1.0)
+
+
+def bhattacharyya_distance(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Bhattacharyya distance ``-ln BC`` (:func:`bhattacharyya_coefficient`).
+
+    In ``[0, inf]``: ``inf`` for disjoint supports, and above 1 as soon as ``BC < 1/e``.
+    Same arguments and shape as :func:`bhattacharyya_coefficient`.
+    """
+    return -bhattacharyya_coefficient(p, q, dim).log()
+
+
+def hellinger_distance(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Hellinger distance ``sqrt(1 - BC)`` (:func:`bhattacharyya_coefficient`).
+
+    In ``[0, 1]``; a metric, equal to ``||sqrt(p) - sqrt(q)||_2 / sqrt(2)``. Same arguments and
+    shape as :func:`bhattacharyya_coefficient`.
+    """
+    return (1 - bhattacharyya_coefficient(p, q, dim)).clamp_min(0.0).sqrt()
