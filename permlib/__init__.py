@@ -8,8 +8,23 @@ maximized, and costs appear only where a function says so; a permutation is an i
 """
 
 from permlib import metrics
+from permlib.birkhoff import (
+    rounding,
+    rounding_inverse,
+    rounding_log_prob,
+    sample_rounding,
+    stick_breaking,
+    stick_breaking_inverse,
+    stick_breaking_log_prob,
+)
+from permlib.distributions import (
+    bhattacharyya_coefficient,
+    bhattacharyya_distance,
+    hellinger_distance,
+)
 from permlib.gumbel import gumbel_matching, gumbel_sinkhorn, perturb, sample_gumbel
 from permlib.hste import hungarian_ste
+from permlib.mallows import Mallows, footrule_distance
 from permlib.matching import matching
 from permlib.permutations import invert_permutation, permutation_matrix
 from permlib.sinkhorn import ConvergenceWarning, SinkhornInfo, log_sinkhorn, sinkhorn
@@ -18,9 +33,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "Mallows",
     "SinkhornInfo",
+    "bhattacharyya_coefficient",
+    "bhattacharyya_distance",
+    "footrule_distance",
     "gumbel_matching",
     "gumbel_sinkhorn",
+    "hellinger_distance",
     "hungarian_ste",
     "invert_permutation",
     "log_sinkhorn",
@@ -28,6 +48,13 @@ __all__ = [
     "metrics",
     "permutation_matrix",
     "perturb",
+    "rounding",
+    "rounding_inverse",
+    "rounding_log_prob",
     "sample_gumbel",
+    "sample_rounding",
     "sinkhorn",
+    "stick_breaking",
+    "stick_breaking_inverse",
+    "stick_breaking_log_prob",
 ]
