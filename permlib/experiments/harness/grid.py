@@ -4,11 +4,17 @@ An experiment describes its grid as a list of ``(cell, config)`` pairs (``cell``
 axes, ``config`` the dataclass that cell runs with) and a function that runs one cell; this
 module does the rest for every experiment alike. Cells can be spread over processes or machines
 sharing the results folder (each cell is claimed with a lock) or over a job array (one
-``--cell`` per job).
+``--cell`` per job; ``--list-cells`` prints them).
+
+Under torchrun every rank runs the same cells (they train each cell together, see
+:func:`~permlib.experiments.harness.fit`): rank 0 reads the results, claims each cell and decides
+whether it runs, and tells the other ranks; only rank 0 writes records, artifacts and removes
+checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +22,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from permlib.experiments.harness import distributed
 from permlib.experiments.harness.provenance import provenance
 from permlib.experiments.harness.results import (
     ResultsStore,
@@ -99,10 +106,15 @@ def run_grid(
     """
     if on_stale not in ("refuse", "rerun"):
         raise ValueError(f"on_stale must be 'refuse' or 'rerun', got {on_stale!r}")
-    stored = store.records()  # read once for every cell's status
-    status = {cell_id(c): store.status(c, identity(cfg), stored) for c, cfg in cells}
+    main = distributed.is_main()
+    status: dict[str, str] = {}
+    if main:
+        stored = store.records()  # read once for every cell's status
+        status = {cell_id(c): store.status(c, identity(cfg), stored) for c, cfg in cells}
+    status = distributed.broadcast_object(status)  # under torchrun: rank 0's view
     stale = [(c, cfg) for c, cfg in cells if status[cell_id(c)] == "stale"]
     if stale and on_stale == "refuse" and not force:
+        stored = store.records()
         lines = []
         for c, cfg in stale[:10]:
             diff = config_diff(store.get(c, stored)["config"], identity(cfg))
@@ -115,21 +127,25 @@ def run_grid(
             + "\nRerun them (--rerun-stale / on_stale='rerun') or restore the protocol."
         )
     todo = [(c, cfg) for c, cfg in cells if force or status[cell_id(c)] != "done"]
-    if todo:
+    if todo and main:
         store.check_writable()
     ckpt_dir = Path(checkpoint_dir) / store.path.stem
-    for cell, config in tqdm(todo, desc=store.path.stem, disable=not progress):
+    for cell, config in tqdm(todo, desc=store.path.stem, disable=not progress or not main):
         ckpt = ckpt_dir / f"{cell_id(cell)}.pt"
-        with store.claim(cell) as mine:
+        claim = store.claim(cell) if main else contextlib.nullcontext(True)
+        with claim as mine:
             # another runner may hold the cell, or may have finished it meanwhile
-            if not mine or (not force and store.status(cell, identity(config)) == "done"):
+            go = main and mine and (force or store.status(cell, identity(config)) != "done")
+            if not distributed.broadcast_object(go):
                 continue
             record = dict(run_cell(cell, config, ckpt))
+            if not main:
+                continue
             saved = {name: store.save_artifact(cell, name, obj)
                      for name, obj in record.pop("artifacts", {}).items()}  # fmt: skip
             record["provenance"] = provenance(
                 seed=cell.get("seed"), mode=mode, device=device, wall_s=record.get("wall_s"),
-                artifacts=saved,
+                artifacts=saved, world_size=distributed.world_size(),
             )
             store.put(cell, {"config": identity(config), **record})
             ckpt.unlink(missing_ok=True)

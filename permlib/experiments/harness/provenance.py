@@ -84,7 +84,7 @@ def provenance(
     mode: str | None = None,
     *,
     device: str | torch.device = "cpu",
-    world_size: int = 1,
+    world_size: int | None = None,
     wall_s: float | None = None,
     artifacts: dict[str, dict] | None = None,
 ) -> dict:
@@ -94,10 +94,13 @@ def provenance(
         seed: the seed of the run.
         mode: the runner's mode (``"ci"``, ``"full"``).
         device: where it ran.
-        world_size: processes that shared the work (torchrun).
+        world_size: processes that shared the work (default: torchrun's ``$WORLD_SIZE``, 1
+            outside torchrun).
         wall_s: wall time of the run, if known.
         artifacts: ``name -> {"path", "sha256"}`` of files the result depends on or produced.
     """
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
     out = {
         "command": command_line(),
         "seed": seed,

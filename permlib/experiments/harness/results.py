@@ -255,16 +255,19 @@ class ResultsStore:
 
     def save_artifact(self, cell: Mapping[str, Any], name: str, obj: Any) -> dict[str, str]:
         """``torch.save`` ``obj`` as an artifact of ``cell``; returns ``{"path", "sha256"}`` with
-        the path relative to the results folder, for the record's provenance."""
+        the path relative to the results folder, for the record's provenance. Only the main
+        process writes; on other torchrun ranks nothing is written and ``sha256`` is ``None``."""
         import torch
 
         path = self.artifact_path(cell, name)
-        if is_main():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
-        return {"path": str(path.relative_to(self.dir)), "sha256": sha256(path)}
+        rel = str(path.relative_to(self.dir))
+        if not is_main():
+            return {"path": rel, "sha256": None}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+        return {"path": rel, "sha256": sha256(path)}
 
     def load_artifact(self, record: Mapping[str, Any], name: str, *, map_location: Any = "cpu"):
         """Load artifact ``name`` of a stored record, checking its SHA-256 first."""

@@ -10,6 +10,35 @@ cannot be written (full disk) is reported and training goes on.
 
 :class:`permlib.ConvergenceWarning` issued during training are counted (one warnings context
 around the whole loop, not one per step) and reported in the result.
+
+Data parallelism (torchrun)
+---------------------------
+Under ``torchrun --nproc-per-node K`` (``WORLD_SIZE=K`` in the environment), ``fit`` trains one
+model on K processes, and a runner needs no change for it:
+
+* the process group is started once (``gloo`` on the CPU, ``nccl`` on CUDA;
+  :func:`~permlib.experiments.harness.distributed.init`), and rank 0's parameters and buffers
+  are copied to every rank (rank 0's checkpoint too, when resuming);
+* ``batches(step)`` returns the *global* batch, drawn from the stream named ``"data"``, which
+  draws the same numbers on every rank; each rank keeps its ``1/K`` share (rows
+  ``[r*B/K, (r+1)*B/K)`` of every tensor, :func:`~permlib.experiments.harness.distributed.shard`),
+  so the batch size must be a multiple of K;
+* every other generator in ``generators`` (the Gumbel noise, ...) is moved to the rank's own
+  seed (``initial_seed() + 7919 * rank``, what ``generators(seed, names, rank=r)`` gives), so
+  ranks draw independent noise for their shares (``shared_streams`` names the streams to keep
+  common);
+* after each backward pass the gradients (and the loss, for the learning curve) are averaged
+  over ranks, one flattened ``all_reduce`` per dtype. This is DistributedDataParallel's
+  arithmetic without its wrapper: runners call their model's own methods (``m.loss(...)``), which
+  a ``DistributedDataParallel`` module would hide, and these models are small enough that
+  overlapping communication with the backward pass would gain nothing;
+* only rank 0 writes checkpoints (with every rank's generator states, so a resumed run draws
+  what an uninterrupted one would); the decision to checkpoint is rank 0's and is shared every
+  25 steps. A checkpoint belongs to one world size: its identity gains ``world_size``.
+
+With a loss that is a mean over the batch's items (both runners'), the averaged gradient is the
+gradient of the global batch's mean loss, so K processes follow the 1-process run on the same data
+up to floating-point summation order; only the noise differs (each rank draws its own).
 """
 
 from __future__ import annotations
@@ -27,6 +56,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from permlib.experiments.harness import distributed
 from permlib.experiments.harness.distributed import is_main
 from permlib.sinkhorn import ConvergenceWarning
 
@@ -114,6 +144,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     on_step: Callable[[int], None] | None = None,
+    shared_streams: Sequence[str] = ("data",),
 ) -> FitResult:
     """Train ``model`` for ``n_steps`` optimizer steps; resumable.
 
@@ -136,20 +167,38 @@ def fit(
         desc: the bar's label.
         on_step: called with the step index before each step (e.g. to anneal a temperature or
             a noise scale); it must depend on the step only, so a resumed run matches.
+        shared_streams: under torchrun, the generators that draw the same numbers on every rank
+            (the global batch); the others are reseeded per rank (see the module docstring).
+            Ignored in a single process.
 
     Returns:
         A :class:`FitResult`.
     """
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    device = torch.device(device)
+    parallel = distributed.init(device)
+    device = distributed.device_for_rank(device) if parallel else torch.device(device)
+    r, k = (distributed.rank(), distributed.world_size()) if parallel else (0, 1)
     gens = dict(generators or {})
+    unknown = set(shared_streams) - set(gens)
+    if parallel and unknown and gens:
+        raise ValueError(f"shared_streams names {sorted(unknown)}, not among the generators "
+                         f"{sorted(gens)}")  # fmt: skip
+    own = [name for name in gens if name not in shared_streams]  # per-rank streams
+    for name in own if parallel else ():
+        distributed.offset_generator(gens[name], r)
     identity = dict(identity or {})
+    if parallel:
+        identity["world_size"] = k
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
     step, wall, n_warn, resumed = 0, 0.0, 0, None
     path = Path(checkpoint) if checkpoint is not None else None
-    state = _load_checkpoint(path, device) if path is not None else None
+    state = None
+    if path is not None and is_main():
+        state = _load_checkpoint(path, torch.device("cpu") if parallel else device)
+    if parallel:
+        state = distributed.broadcast_object(state)  # rank 0 reads (and moves aside) the file
     if state is not None and state.get("identity") == identity:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -157,8 +206,13 @@ def fit(
             scheduler.load_state_dict(state["scheduler"])
         for name, g in gens.items():
             g.set_state(state["generators"][name].cpu())
+        if parallel:
+            for name, st in state["rank_generators"][r].items():
+                gens[name].set_state(st.cpu())
         losses, step = [float(v) for v in state["losses"]], int(state["step"])
         wall, n_warn, resumed = float(state["wall_s"]), int(state["convergence_warnings"]), step
+    if parallel:  # every rank starts from rank 0's weights
+        distributed.broadcast_tensors([*model.parameters(), *model.buffers()])
 
     def flush() -> None:
         if pending:
@@ -166,8 +220,9 @@ def fit(
             pending.clear()
 
     def snapshot() -> dict:
+        """The checkpoint's content (every rank takes part: per-rank generators are gathered)."""
         flush()
-        return {
+        out = {
             "identity": identity,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -178,11 +233,29 @@ def fit(
             "wall_s": wall,
             "convergence_warnings": n_warn,
         }
+        if parallel:
+            out["rank_generators"] = distributed.all_gather_object(
+                {name: gens[name].get_state() for name in own})
+        return out
+
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def average_gradients(loss: torch.Tensor) -> torch.Tensor:
+        """Mean gradients over ranks (a parameter without a gradient on every rank keeps
+        none); returns the mean loss."""
+        has = torch.tensor([p.grad is not None for p in params], dtype=loss.dtype,
+                           device=loss.device)  # fmt: skip
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        mean_loss, has, *grads = distributed.all_reduce_mean([loss.detach().reshape(1), has,
+                                                              *grads])  # fmt: skip
+        for p, g, h in zip(params, grads, has.tolist(), strict=True):
+            p.grad = g if h > 0 else None
+        return mean_loss[0]
 
     stop = n_steps if until is None else min(until, n_steps)
-    saving = path is not None and is_main()
-    bar = tqdm(total=n_steps, initial=step, disable=not progress, leave=False, desc=desc,
-               mininterval=2.0)  # fmt: skip
+    saving = path is not None
+    bar = tqdm(total=n_steps, initial=step, disable=not progress or not is_main(), leave=False,
+               desc=desc, mininterval=2.0)  # fmt: skip
     t_start = t_saved = time.perf_counter()
     model.train()
     original_show = warnings.showwarning
@@ -194,6 +267,15 @@ def fit(
         else:
             original_show(message, category, *args, **kwargs)
 
+    def save() -> None:
+        nonlocal wall, t_start, t_saved
+        now = time.perf_counter()
+        wall += now - t_start
+        t_start = t_saved = now
+        content = snapshot()
+        if is_main():
+            _save_checkpoint(path, content)
+
     with bar, warnings.catch_warnings():
         warnings.simplefilter("always", ConvergenceWarning)
         warnings.showwarning = count
@@ -201,9 +283,13 @@ def fit(
             if on_step is not None:
                 on_step(step)
             batch = batches(step)
+            if parallel:
+                batch = distributed.shard(batch, r, k)
             loss = loss_fn(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if parallel:
+                loss = average_gradients(loss)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -213,15 +299,19 @@ def fit(
             if step % 25 == 0:
                 flush()
                 bar.set_postfix(loss=f"{losses[-1]:.2e}")
-            now = time.perf_counter()
-            if saving and now - t_saved > checkpoint_every_s:
-                wall += now - t_start
-                t_start = t_saved = now
-                _save_checkpoint(path, snapshot())
+            if not saving:
+                continue
+            if parallel:  # rank 0's clock decides, every 25 steps (a collective)
+                if step % 25 == 0 and distributed.agree(
+                        time.perf_counter() - t_saved > checkpoint_every_s):  # fmt: skip
+                    save()
+            elif time.perf_counter() - t_saved > checkpoint_every_s:
+                save()
     flush()
-    wall += time.perf_counter() - t_start
     if saving:
-        _save_checkpoint(path, snapshot())
+        save()
+    else:
+        wall += time.perf_counter() - t_start
     model.eval()
     return FitResult(model, losses, step, wall, n_warn, resumed)
 
