@@ -45,6 +45,7 @@ import torch
 from permlib import metrics
 from permlib.data.images import ImageSplit, image_folder, mnist, standin_faces, standin_photos
 from permlib.data.jigsaw import sample_jigsaw_batch, tile
+from permlib.data.sampling import epoch_index
 from permlib.experiments import harness
 from permlib.experiments.harness import FitResult
 from permlib.experiments.methods import METHODS
@@ -230,16 +231,9 @@ def train(
     model = build(config, data, generator=gens["init"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     n_train = data.train.shape[0]
-    per_epoch = max(1, n_train // config.batch_size)
-    orders: dict[int, torch.Tensor] = {}
 
     def batch(step: int):
-        epoch, k = divmod(step, per_epoch)
-        if epoch not in orders:
-            orders.clear()
-            g = torch.Generator().manual_seed(1_000_003 * config.seed + 7919 * epoch + 17)
-            orders[epoch] = torch.randperm(n_train, generator=g)
-        index = orders[epoch][k * config.batch_size : (k + 1) * config.batch_size]
+        index = epoch_index(step, n_train, config.batch_size, config.seed)
         return sample_jigsaw_batch(data.train, config.grid, tiling=config.tiling, index=index,
                                    generator=gens["data"], device=device)  # fmt: skip
 

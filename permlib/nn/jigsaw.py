@@ -34,6 +34,8 @@ class JigsawNetwork(nn.Module):
         conv_channels: output channels of the convolution (64 in the Hungarian-STE paper).
         kernel_size: odd convolution size (5); the padding keeps the piece size.
         bias: whether ``g2`` has a bias (the Hungarian-STE paper's has none).
+        n_heads: output heads sharing ``g1`` (Mena et al.'s assembly network: one per target
+            digit); :meth:`log_alpha` then takes the head of each puzzle.
         head: a :class:`~permlib.nn.heads.PermutationHead` or its kind.
         init: ``"torch"`` (PyTorch's defaults) or ``"kaiming"`` (He-normal weights, fan-out, and
             a zero convolution bias, as in the PyTorch code the Hungarian-STE paper builds on).
@@ -41,7 +43,8 @@ class JigsawNetwork(nn.Module):
         **head_options: options of :class:`~permlib.nn.heads.PermutationHead`.
 
     Shape:
-        ``scrambled``: ``(B, N, C, p, q)`` pieces. ``log_alpha``: ``(B, N, N)``.
+        ``scrambled``: ``(B, N, C, p, q)`` pieces; ``head``: ``(B,)`` int64 in ``[0, n_heads)``
+        (``None`` with one head). ``log_alpha``: ``(B, N, N)``.
         ``forward``: ``(S, B, N, N)``; ``predict``: ``(B, N)`` int64, ``perm[b, i]`` = predicted
         position of scrambled piece ``i``.
     """
@@ -55,6 +58,7 @@ class JigsawNetwork(nn.Module):
         *,
         kernel_size: int = 5,
         bias: bool = False,
+        n_heads: int = 1,
         head: Head | PermutationHead = "gumbel_sinkhorn",
         init: JigsawInit = "kaiming",
         generator: torch.Generator | None = None,
@@ -62,7 +66,7 @@ class JigsawNetwork(nn.Module):
     ) -> None:
         super().__init__()
         for name, v in (("grid", grid), ("channels", channels), ("conv_channels", conv_channels),
-                        ("kernel_size", kernel_size)):  # fmt: skip
+                        ("kernel_size", kernel_size), ("n_heads", n_heads)):  # fmt: skip
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if kernel_size % 2 == 0:
@@ -85,7 +89,9 @@ class JigsawNetwork(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        self.g2 = nn.Linear(conv_channels * (p // 2) * (q // 2), self.n, bias=bias)
+        self.n_heads = n_heads
+        # every head's scores in one affine map: (F) -> (n_heads * N), head h in columns h*N:
+        self.g2 = nn.Linear(conv_channels * (p // 2) * (q // 2), n_heads * self.n, bias=bias)
         self.init = init
         self.reset_parameters(generator=generator)
 
@@ -96,6 +102,8 @@ class JigsawNetwork(nn.Module):
         for layer in (conv, self.g2):
             w = layer.weight
             fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
+            if layer is self.g2:
+                fan_out = self.n  # per head
             if self.init == "kaiming":
                 w.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=generator)
                 if layer.bias is not None:
@@ -106,8 +114,9 @@ class JigsawNetwork(nn.Module):
                 if layer.bias is not None:
                     layer.bias.uniform_(-bound, bound, generator=generator)
 
-    def log_alpha(self, scrambled: torch.Tensor) -> torch.Tensor:
-        """Log-potentials ``(B, N, C, p, q) -> (B, N, N)``; row ``i`` scores piece ``i``."""
+    def log_alpha(self, scrambled: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-potentials ``(B, N, C, p, q) -> (B, N, N)``; row ``i`` scores piece ``i`` (with
+        output head ``head[b]`` for puzzle ``b`` when there are several)."""
         shape = (self.n, self.channels, *self.piece_size)
         if not isinstance(scrambled, torch.Tensor) or scrambled.dim() != 5 \
                 or tuple(scrambled.shape[1:]) != shape:
@@ -119,28 +128,44 @@ class JigsawNetwork(nn.Module):
                             f"is {w.dtype} on {w.device}")  # fmt: skip
         b = scrambled.shape[0]
         feats = self.g1(scrambled.reshape(b * self.n, *shape[1:]))
-        return self.g2(feats.reshape(b, self.n, self.g2.in_features))
+        scores = self.g2(feats.reshape(b, self.n, self.g2.in_features))
+        if self.n_heads == 1 and head is None:
+            return scores
+        if not isinstance(head, torch.Tensor) or head.shape != (b,) or head.is_floating_point():
+            raise ValueError(f"head must be a ({b},) integer tensor with {self.n_heads} heads, "
+                             f"got {head if head is None else tuple(head.shape)}")  # fmt: skip
+        if b and not (0 <= int(head.min()) and int(head.max()) < self.n_heads):
+            raise ValueError(f"head values must lie in [0, {self.n_heads}), got "
+                             f"{int(head.min())} ... {int(head.max())}")  # fmt: skip
+        scores = scores.reshape(b, self.n, self.n_heads, self.n)
+        index = head.to(scores.device).view(b, 1, 1, 1).expand(b, self.n, 1, self.n)
+        return scores.gather(2, index).squeeze(2)
 
     def forward(
-        self, scrambled: torch.Tensor, *, generator: torch.Generator | None = None
+        self,
+        scrambled: torch.Tensor,
+        head: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Training-time permutation matrices ``(S, B, N, N)``."""
-        return self.head(self.log_alpha(scrambled), generator=generator)
+        return self.head(self.log_alpha(scrambled, head), generator=generator)
 
     def loss(
         self,
         scrambled: torch.Tensor,
         pieces: torch.Tensor,
+        head: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The papers' training loss: the mean squared error between the pieces put back by the
         (soft) permutations, ``P^T scrambled``, and the true pieces, averaged over puzzles,
         pixels and noise samples (a scalar)."""
-        perms = self(scrambled, generator=generator)
+        perms = self(scrambled, head, generator=generator)
         return (reconstruct(perms, scrambled, item_dims=3) - pieces).square().mean()
 
     @torch.no_grad()
-    def predict(self, scrambled: torch.Tensor) -> torch.Tensor:
+    def predict(self, scrambled: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
         """Test-time permutation: exact matching of ``log_alpha`` (no noise), ``(B, N)``."""
-        return self.head.predict(self.log_alpha(scrambled))
+        return self.head.predict(self.log_alpha(scrambled, head))

@@ -54,3 +54,20 @@ def test_bad_input():
     with pytest.raises(TypeError, match="float64"):
         net.log_alpha(torch.rand(2, 9, 1, 9, 9, dtype=torch.float64))
     assert net.log_alpha(torch.rand(0, 9, 1, 9, 9)).shape == (0, 9, 9)
+
+
+def test_heads_share_the_piece_network():
+    gen = torch.Generator().manual_seed(0)
+    net = JigsawNetwork(2, 6, 1, 4, n_heads=3, generator=gen)
+    x = torch.rand(4, 4, 1, 6, 6, generator=gen)
+    head = torch.tensor([0, 2, 1, 2])
+    la = net.log_alpha(x, head)
+    every = net.g2(net.g1(x.reshape(16, 1, 6, 6)).reshape(4, 4, -1)).reshape(4, 4, 3, 4)
+    for b in range(4):
+        torch.testing.assert_close(la[b], every[b, :, head[b]])
+    assert net.forward(x, head, generator=gen).shape == (10, 4, 4, 4)
+    assert net.predict(x, head).shape == (4, 4)
+    with pytest.raises(ValueError, match="head must be"):
+        net.log_alpha(x)
+    with pytest.raises(ValueError, match=r"head values must lie in \[0, 3\)"):
+        net.log_alpha(x, torch.tensor([0, 1, 2, 3]))
