@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from permlib.experiments.harness import cli, paths
+from permlib.experiments.harness import cli, distributed, paths
 from permlib.experiments.harness.compare import markdown_table
 from permlib.experiments.harness.config import config_dict, config_from_dict
 from permlib.experiments.harness.grid import run_grid
@@ -141,29 +141,86 @@ class Experiment:
                                                strict=True)), default=0.0)  # fmt: skip
         return {"stored": rec["metrics"], "recomputed": again, "max_abs_diff": diff}
 
+    def list_cells(self, tables: Sequence[str], seeds: Sequence[int],
+                   selection: Mapping[str, list], only: Sequence[Mapping[str, Any]],
+                   overrides: Mapping[str, Any]) -> list[str]:  # fmt: skip
+        """The selected cells of ``tables`` in the ``--cell`` syntax, in run order
+        (``method=hste,n=100,seed=0``); prefixed with ``table=<name>,`` when there are several
+        tables, so that each line names exactly one cell of one table."""
+        lines = []
+        for table in tables:
+            mine = cli.cells_for_table(only, table)
+            if mine is None:
+                continue
+            prefix = f"{cli.TABLE_KEY}={table}," if len(tables) > 1 else ""
+            lines += [prefix + cell_id(cell)
+                      for cell, _ in self.cells(table, seeds, selection, mine, overrides)]
+        return lines
+
     def main(self, argv: Sequence[str] | None = None) -> int:
-        """The command line: ``python -m permlib.experiments.<name> --help``."""
+        """The command line: ``python -m permlib.experiments.<name> --help``.
+
+        Under ``torchrun --nproc-per-node K -m permlib.experiments.<name> ...`` the selected
+        cells are trained by K processes together (see :func:`~permlib.experiments.harness.fit`):
+        the process group starts here, before any model is built (``--device cuda`` becomes
+        each process's own GPU, ``cuda:LOCAL_RANK``), and only rank 0 prints and writes.
+        """
         prog = f"python -m permlib.experiments.{self.name}"
         doc = (sys.modules[type(self).__module__].__doc__ or self.name).split("\n\n")[0]
-        args = cli.experiment_parser(prog, doc, self.config_cls, self.axes,
-                                     tuple(self.tables)).parse_args(argv)  # fmt: skip
+        parser = cli.experiment_parser(prog, doc, self.config_cls, self.axes, tuple(self.tables))
+        args = parser.parse_args(argv)
         hints = typing.get_type_hints(self.config_cls)
         types = {a: int for a in self.axes if hints.get(a) is int}
-        sel = cli.selection_from_args(args, self.config_cls, self.axes, types)
+        try:
+            sel = cli.selection_from_args(args, self.config_cls, self.axes, types)
+        except ValueError as exc:
+            parser.error(str(exc))
+        named = {c[cli.TABLE_KEY] for c in sel.only if cli.TABLE_KEY in c}
+        if named - set(args.table):
+            parser.error(f"--cell names table(s) {sorted(named - set(args.table))}; the selected "
+                         f"tables are {args.table} (--table)")  # fmt: skip
+        if args.merge:
+            for table in args.table:
+                store = self.store(table, args.results_dir)
+                for folder in args.merge:
+                    got = store.merge(folder)
+                    print(f"{store.path.name} <- {folder}: {len(got['added'])} added, "
+                          f"{len(got['same'])} already there, {len(got['conflicts'])} "
+                          f"different (kept ours: {', '.join(got['conflicts']) or '-'})")
+            return 0
+        if args.list_cells:
+            lines = self.list_cells(args.table, sel.seeds, sel.selection, sel.only, sel.overrides)
+            print("\n".join(lines))
+            return 0
+        started = distributed.init(args.device)
+        device = str(distributed.device_for_rank(args.device)) if started else args.device
+        try:
+            with torch_threads(args.threads):
+                return self._run(args, sel, device)
+        finally:
+            if started:
+                distributed.shutdown()
+
+    def _run(self, args: Any, sel: cli.Selection, device: str) -> int:
+        """The body of :meth:`main` once the options are parsed (every rank runs it)."""
+        say = distributed.is_main()
         t0 = time.perf_counter()
-        with torch_threads(args.threads):
-            if args.verify:
-                for table in args.table:
-                    grid = self.cells(table, sel.seeds, sel.selection, sel.only, sel.overrides)
-                    for cell, _ in grid:
-                        if self.store(table, args.results_dir).get(cell) is not None:
-                            d = self.verify(table, cell, args.results_dir)["max_abs_diff"]
+        if args.verify:
+            for table in args.table:
+                only = cli.cells_for_table(sel.only, table)
+                if only is None:
+                    continue
+                for cell, _ in self.cells(table, sel.seeds, sel.selection, only, sel.overrides):
+                    if self.store(table, args.results_dir).get(cell) is not None:
+                        d = self.verify(table, cell, args.results_dir)["max_abs_diff"]
+                        if say:
                             print(f"{table} {cell_id(cell)}: max |recomputed - stored| {d:.2e}")
-                return 0
-            if args.mode == "ci":
-                ci = {k: v[0] for k, v in sel.selection.items() if k != "seed"} | sel.overrides
-                out = self.ci(seed=sel.seeds[0], progress=not args.no_progress,
-                              device=args.device, **ci)  # fmt: skip
+            return 0
+        if args.mode == "ci":
+            ci = {k: v[0] for k, v in sel.selection.items() if k != "seed"} | sel.overrides
+            out = self.ci(seed=sel.seeds[0], progress=not args.no_progress and say,
+                          device=device, **ci)  # fmt: skip
+            if say:
                 print(self.ci_table(out))
                 print(f"\n{out['train']['steps']} steps, final loss "
                       f"{out['train']['final_loss']:.2e}, {out['wall_s']:.1f} s")
@@ -171,17 +228,22 @@ class Experiment:
                     keep = ("config", "metrics", "train", "wall_s", "provenance")
                     text = json.dumps({k: out[k] for k in keep}, indent=1)
                     Path(args.json).write_text(text + "\n")
-                return 0
-            for table in args.table:
-                data = self.run_table(
-                    table, seeds=sel.seeds, selection=sel.selection, only=sel.only,
-                    overrides=sel.overrides, results_dir=args.results_dir,
-                    checkpoint_dir=args.checkpoint_dir, force=args.force,
-                    on_stale="rerun" if args.rerun_stale else "refuse",
-                    progress=not args.no_progress, device=args.device,
-                )  # fmt: skip
+            return 0
+        for table in args.table:
+            only = cli.cells_for_table(sel.only, table)
+            if only is None:
+                continue
+            data = self.run_table(
+                table, seeds=sel.seeds, selection=sel.selection, only=only,
+                overrides=sel.overrides, results_dir=args.results_dir,
+                checkpoint_dir=args.checkpoint_dir, force=args.force,
+                on_stale="rerun" if args.rerun_stale else "refuse",
+                progress=not args.no_progress, device=device,
+            )  # fmt: skip
+            if say:
                 print(f"{table}: {data.get('summary')}", file=sys.stderr)
-        print(f"total wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        if say:
+            print(f"total wall time {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         return 0
 
 

@@ -11,6 +11,9 @@ runners (or a job array on a shared folder) can fill one table; only the main pr
 torchrun group writes. Files carry ``schema_version``; a file of another version, or one that is not
 valid JSON, is refused with an error naming the file.
 
+Results written on hosts that do not share a folder are combined with :meth:`ResultsStore.merge`
+(``--merge DIR ...`` on the command line).
+
 Artifacts (trained weights a reader can re-check, a network another cell reuses) live in
 ``<results dir>/artifacts/<file stem>/`` and are recorded with their SHA-256.
 """
@@ -228,6 +231,56 @@ class ResultsStore:
             }
             self._atomic_write(self.path, json.dumps(data, indent=1) + "\n")
         return data
+
+    def merge(self, source_dir: str | os.PathLike, *, replace: bool = False) -> dict[str, list]:
+        """Add the records of the same table from another results folder (e.g. one host's own
+        ``--results-dir``) to this one, with their artifacts.
+
+        A cell missing here is copied, its artifact files first, each checked against the
+        SHA-256 its record gives (a mismatch raises :class:`ResultsFileError` naming the file and
+        copies nothing of that cell). A cell present in both folders is left as it is here
+        (``"conflicts"`` when the records differ) unless ``replace``. Every record is written
+        under the lock, like :meth:`put`, so merges may run while runners write.
+
+        Returns:
+            ``{"added": [...], "same": [...], "conflicts": [...]}``, cell ids
+            (``conflicts`` lists the replaced cells when ``replace``).
+        """
+        import shutil
+
+        source = ResultsStore(source_dir, self.experiment, self.table, self.axes)
+        if source.path.resolve() == self.path.resolve():
+            raise ValueError(f"cannot merge {self.path} into itself")
+        out: dict[str, list] = {"added": [], "same": [], "conflicts": []}
+        here = self.records()
+        for rec in source.records():
+            cid = cell_id(rec["cell"])
+            mine = self.get(rec["cell"], here)
+            if mine is not None and mine == rec:
+                out["same"].append(cid)
+                continue
+            if mine is not None:
+                out["conflicts"].append(cid)
+                if not replace:
+                    continue
+            else:
+                out["added"].append(cid)
+            arts = rec.get("provenance", {}).get("artifacts", {})
+            for name, info in arts.items():
+                src = source.dir / info["path"]
+                if not src.exists() or sha256(src) != info["sha256"]:
+                    raise ResultsFileError(
+                        f"artifact {name!r} of cell {cid} in {source.path}: {src} is missing or "
+                        "does not match its SHA-256; nothing of that cell was merged"
+                    )
+            for info in arts.values():
+                dst = self.dir / info["path"]
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+                shutil.copyfile(source.dir / info["path"], tmp)
+                os.replace(tmp, dst)
+            self.put(rec["cell"], rec)
+        return out
 
     def _sort_key(self, cell: Mapping[str, Any]) -> tuple:
         """Grid order (``meta["grid"][axis]`` lists the values in order), then value order."""
