@@ -1,6 +1,6 @@
 """Networks: permutation heads shared by every experiment, and the experiments' scorers."""
 
-from permlib.nn.heads import HEADS, Head, PermutationHead, reconstruct
+from permlib.nn.heads import HEADS, Head, PermutationHead, make_head, reconstruct
 from permlib.nn.jigsaw import JIGSAW_INITS, JigsawNetwork
 from permlib.nn.sorting import INITS, Init, SortingNetwork
 
@@ -13,5 +13,6 @@ __all__ = [
     "JigsawNetwork",
     "PermutationHead",
     "SortingNetwork",
+    "make_head",
     "reconstruct",
 ]

@@ -26,7 +26,7 @@ from permlib.hste import hungarian_ste
 from permlib.matching import matching
 from permlib.sinkhorn import Backward, sinkhorn
 
-__all__ = ["HEADS", "Head", "PermutationHead", "reconstruct"]
+__all__ = ["HEADS", "Head", "PermutationHead", "make_head", "reconstruct"]
 
 Head = Literal["sinkhorn", "gumbel_sinkhorn", "hste"]
 HEADS: tuple[str, ...] = ("sinkhorn", "gumbel_sinkhorn", "hste")
@@ -147,3 +147,14 @@ class PermutationHead(nn.Module):
     def predict(self, log_alpha: torch.Tensor) -> torch.Tensor:
         """Test-time permutation: exact matching of ``log_alpha`` (no noise), ``(B, N)``."""
         return matching(log_alpha)
+
+
+def make_head(head: Head | PermutationHead, **head_options) -> PermutationHead:
+    """``head`` itself if it is a :class:`PermutationHead` (then no options may be given), else a
+    new head of that kind built with ``head_options``: how every network takes its head."""
+    if isinstance(head, PermutationHead):
+        if head_options:
+            raise ValueError(f"pass either a PermutationHead or its options, got both "
+                             f"(options {sorted(head_options)})")  # fmt: skip
+        return head
+    return PermutationHead(head, **head_options)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from permlib.nn.heads import Head, PermutationHead, reconstruct
+from permlib.nn.heads import Head, PermutationHead, make_head, reconstruct
 
 __all__ = ["JIGSAW_INITS", "JigsawNetwork"]
 
@@ -77,13 +77,7 @@ class JigsawNetwork(nn.Module):
         if min(p, q) < 2:
             raise ValueError(f"piece_size must be >= 2 pixels (2x2 pooling), got {piece_size!r}")
         self.grid, self.n, self.piece_size, self.channels = grid, grid * grid, (p, q), channels
-        if isinstance(head, PermutationHead):
-            if head_options:
-                raise ValueError(f"pass either a PermutationHead or its options, got both "
-                                 f"(options {sorted(head_options)})")  # fmt: skip
-            self.head = head
-        else:
-            self.head = PermutationHead(head, **head_options)
+        self.head = make_head(head, **head_options)
         self.g1 = nn.Sequential(
             nn.Conv2d(channels, conv_channels, kernel_size, padding=kernel_size // 2),
             nn.ReLU(),

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from permlib.nn.heads import Head, PermutationHead, reconstruct
+from permlib.nn.heads import Head, PermutationHead, make_head, reconstruct
 
 __all__ = ["INITS", "Init", "SortingNetwork"]
 
@@ -79,13 +79,7 @@ class SortingNetwork(nn.Module):
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be a positive int, got {hidden!r}")
         self.n = n
-        if isinstance(head, PermutationHead):
-            if head_options:
-                raise ValueError(f"pass either a PermutationHead or its options, got both "
-                                 f"(options {sorted(head_options)})")  # fmt: skip
-            self.head = head
-        else:
-            self.head = PermutationHead(head, **head_options)
+        self.head = make_head(head, **head_options)
         self.g1 = nn.Linear(1, hidden)
         self.g2 = nn.Linear(hidden, n)
         self.init = init

@@ -8,14 +8,6 @@ from permlib.nn.classifier import DigitClassifier
 TINY = {"n_steps": 3, "batch_size": 4, "n_eval": 2, "judge_epochs": 1, "judge_batch": 200}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_classifier_shapes_and_errors():
     net = DigitClassifier(generator=torch.Generator().manual_seed(0))
     assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)

@@ -17,14 +17,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_resume_matches_uninterrupted_run(tmp_path):
     config = JigsawConfig(grid=2, n_steps=9, batch_size=4, seed=3)
     straight = train(config, progress=False)

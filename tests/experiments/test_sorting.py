@@ -9,14 +9,6 @@ from permlib.experiments.sorting import SortingConfig, evaluate, run_table, trai
 PAPER = "benchmarks/reference/paper_tables.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("method", ["gumbel_sinkhorn", "hste_gumbel"])
 def test_tiny_training_learns_to_sort(method):
     config = SortingConfig(n=5, method=method, n_steps=150, n_test=200, seed=0)
