@@ -22,3 +22,19 @@ def test_search_cells_run_and_summarize(tmp_path, monkeypatch):
     table = sorting_search.summary(data)
     assert list(table.index) == [("baseline", 4), ("standardize", 4)]
     assert "±" in table.loc[("baseline", 4), "U(0,1)"]
+
+
+def test_error_positions_find_swapped_columns():
+    import torch
+
+    from permlib.experiments.sorting_search import error_positions
+    from permlib.nn import SortingNetwork
+
+    net = SortingNetwork(5, hidden=1, head="hste")
+    with torch.no_grad():
+        net.g1.weight.fill_(1.0)
+        net.g1.bias.zero_()
+        net.g2.weight.copy_(torch.tensor([[0.0], [1.0], [2.0], [4.0], [3.0]]))  # 3, 4 swapped
+        net.g2.bias.zero_()
+    rate = error_positions(net, n_lists=50)
+    assert rate.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
