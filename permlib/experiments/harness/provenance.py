@@ -50,15 +50,22 @@ def command_line(argv: list[str] | None = None, module: str | None = None) -> st
 
     ``python -m package.module args`` when the program was started with ``-m`` (or ``module`` is
     given), else ``python <script name> args``; absolute paths among the arguments are shortened
-    to their last component.
+    to their last component. Under torchrun (``$TORCHELASTIC_RUN_ID`` set) ``python`` becomes
+    ``torchrun --nnodes M --nproc-per-node K`` (from ``$GROUP_WORLD_SIZE`` and
+    ``$LOCAL_WORLD_SIZE``).
     """
+    from_sys = argv is None
     argv = list(sys.argv if argv is None else argv)
-    module = module if module is not None else (_main_module() if argv is sys.argv else None)
+    module = module if module is not None else (_main_module() if from_sys else None)
     args = [Path(a).name if os.path.isabs(a) else a for a in argv[1:]]
+    launcher = ["python"]
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        launcher = ["torchrun", "--nnodes", os.environ.get("GROUP_WORLD_SIZE", "1"),
+                    "--nproc-per-node", os.environ.get("LOCAL_WORLD_SIZE", "1")]  # fmt: skip
     if module:
-        return shlex.join(["python", "-m", module, *args])
+        return shlex.join([*launcher, "-m", module, *args])
     script = Path(argv[0]).name if argv else "python"
-    return shlex.join(["python", script, *args])
+    return shlex.join([*launcher, script, *args])
 
 
 def device_name(device: str | torch.device = "cpu") -> str:

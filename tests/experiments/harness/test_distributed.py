@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from permlib.data import sample_sorting_batch
-from permlib.experiments.harness import distributed, generators, provenance
+from permlib.experiments.harness import command_line, distributed, generators, provenance
 from tests.experiments.harness import ddp_worker
 
 WORKER = Path(ddp_worker.__file__)
+# the module, which the package's function of the same name hides
+provenance_module = sys.modules["permlib.experiments.harness.provenance"]
 
 
 # --------------------------------------------------------------------------- shards
@@ -89,6 +91,19 @@ def test_device_for_rank_under_torchrun(monkeypatch):
     assert distributed.device_for_rank("cuda") == torch.device("cuda", 1)
     assert distributed.device_for_rank("cuda:0") == torch.device("cuda", 0)  # as given
     assert distributed.device_for_rank("cpu") == torch.device("cpu")
+
+
+def test_command_line_names_the_module_and_torchrun(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/repo/permlib/experiments/sorting.py", "--mode", "full"])
+    monkeypatch.setattr(provenance_module, "_main_module", lambda: "permlib.experiments.sorting")
+    for k in ("TORCHELASTIC_RUN_ID", "GROUP_WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    assert command_line() == "python -m permlib.experiments.sorting --mode full"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert command_line() == (
+        "torchrun --nnodes 1 --nproc-per-node 4 -m permlib.experiments.sorting --mode full")
+    assert provenance()["command"].startswith("torchrun --nnodes 1 --nproc-per-node 4 -m ")
 
 
 def test_provenance_records_the_world_size(monkeypatch):
