@@ -107,8 +107,10 @@ class SortingConfig:
             from the method's to 0 over ``n_steps``, like the cosine learning rate).
         standardize: standardize each list inside the network (see
             :class:`permlib.nn.SortingNetwork`; not in the papers).
+        order_columns: relabel the initial output columns by slope (see
+            :class:`permlib.nn.SortingNetwork`; not in the papers).
 
-    The last three fields were added after results had been recorded: they enter
+    The last four fields were added after results had been recorded: they enter
     :meth:`to_dict` (the identity a stored cell is checked against) only when not at their
     defaults, so the recorded cells stay current.
     """
@@ -130,6 +132,7 @@ class SortingConfig:
     n_samples: int | None = None
     noise_schedule: str = "constant"
     standardize: bool = False
+    order_columns: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -163,10 +166,12 @@ class SortingConfig:
     def build(self, generator: torch.Generator | None = None) -> SortingNetwork:
         """A freshly initialized network for this configuration."""
         return SortingNetwork(self.n, self.hidden, init=self.init, standardize=self.standardize,
-                              generator=generator, **self.head())  # fmt: skip
+                              order_columns=self.order_columns, generator=generator,
+                              **self.head())  # fmt: skip
 
 
-_ADDED_FIELDS = {"n_samples": None, "noise_schedule": "constant", "standardize": False}
+_ADDED_FIELDS = {"n_samples": None, "noise_schedule": "constant", "standardize": False,
+                 "order_columns": False}  # fmt: skip
 
 
 #: The tables: training protocol, grid of N and methods, and the paper it reproduces.

@@ -47,6 +47,13 @@ class SortingNetwork(nn.Module):
             and standard deviation of each list. Both are symmetric functions of the list, so
             the network stays permutation equivariant; it becomes invariant to shifting and
             scaling a list, which sorting is. Not in the papers (off by default).
+        order_columns: after the random initialization, relabel the output columns (rows of
+            ``g2``'s weight and bias) so that their initial slopes ``log_alpha_j(1) -
+            log_alpha_j(0)`` increase with ``j``. The columns are exchangeable under the random
+            initialization, so this changes no distribution, only which column stands for which
+            position: the one consistent with sorting. Without it, two neighbouring columns that
+            start in the wrong order can stay swapped for good (see the sorting chapter). Not in
+            the papers (off by default).
         generator: CPU generator for the initial weights (instead of the global RNG).
         **head_options: keyword arguments of :class:`~permlib.nn.heads.PermutationHead`
             (``tau``, ``n_iters``, ``noise_factor``, ``n_samples``, ``tol``, ``backward``);
@@ -68,6 +75,7 @@ class SortingNetwork(nn.Module):
         *,
         init: Init = "glorot",
         standardize: bool = False,
+        order_columns: bool = False,
         generator: torch.Generator | None = None,
         **head_options: Any,
     ) -> None:
@@ -84,6 +92,7 @@ class SortingNetwork(nn.Module):
         self.g2 = nn.Linear(hidden, n)
         self.init = init
         self.standardize = bool(standardize)
+        self.order_columns = bool(order_columns)
         self.reset_parameters(generator=generator)
 
     @torch.no_grad()
@@ -99,6 +108,13 @@ class SortingNetwork(nn.Module):
                 bound = 1.0 / math.sqrt(fan_in)
                 layer.weight.uniform_(-bound, bound, generator=generator)
                 layer.bias.uniform_(-bound, bound, generator=generator)
+        if self.order_columns:
+            ends = torch.tensor([[-1.0], [1.0]] if self.standardize else [[0.0], [1.0]],
+                                dtype=self.g1.weight.dtype)  # fmt: skip
+            scores = self.g2(torch.relu(self.g1(ends)))  # (2, N)
+            order = (scores[1] - scores[0]).argsort()
+            self.g2.weight.copy_(self.g2.weight[order])
+            self.g2.bias.copy_(self.g2.bias[order])
 
     def log_alpha(self, x: torch.Tensor) -> torch.Tensor:
         """Log-potentials ``(B, N) -> (B, N, N)``; row ``i`` is ``g2(relu(g1(x_i)))``."""
