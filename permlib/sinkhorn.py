@@ -7,6 +7,12 @@ normalization (eq. 1 of Mena et al., 2017, ``mena2017sinkhorn``; Sinkhorn, 1964,
 
     S^0(X) = exp(X),   S^l(X) = T_c(T_r(S^{l-1}(X))),   S(X) = lim_{l -> inf} S^l(X).
 
+Rectangular ``(..., N, M)`` scores, forbidden pairs (``-inf`` scores) and padded batches of
+problems of different sizes (``n_rows``/``n_cols``/``mask``) give the entropic *partial*
+permutation: each item's shorter side sums to 1, its longer side to at most 1 (the slack taken
+by dummy rows, as pygmtools' ``dummy_row=True``), excluded entries exactly 0; see
+:func:`log_sinkhorn`. Square matrices of finite scores take the fast path described next.
+
 The result is described by two potentials ``f`` (rows) and ``g`` (columns),
 ``log S^l(X)_{ij} = X_{ij} + f_i + g_j``, so large scores or tiny temperatures neither overflow
 nor underflow. Only the length-N potentials change from one iteration to the next. The fast
@@ -21,6 +27,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 
 from permlib._checks import (
@@ -28,8 +35,12 @@ from permlib._checks import (
     check_positive_int,
     check_positive_real,
     check_tensor,
+    entry_mask,
     extremes,
     finite_range,
+    hall_violation,
+    infeasible_error,
+    plain,
 )
 
 __all__ = ["ConvergenceWarning", "SinkhornInfo", "log_sinkhorn", "sinkhorn"]
@@ -55,7 +66,9 @@ class SinkhornInfo:
     """Per-item convergence report of :func:`log_sinkhorn` (``return_info=True``).
 
     Attributes:
-        residual: ``(...)`` max over rows and columns of ``|sum - 1|`` of the returned matrix.
+        residual: ``(...)`` max over rows and columns of ``|sum - 1|`` of the returned matrix
+            (rectangular and padded problems: over the present rows and columns of the
+            problem with its slack, see :func:`log_sinkhorn`).
         n_iters: ``(...)`` int64, full iterations (row + column normalization) spent on each item.
         converged: ``(...)`` bool, ``residual <= threshold`` (or stopped early at ``tol``).
         errors: ``(..., K)`` the residual after each iteration ``1..K``, where ``K`` is the largest
@@ -63,7 +76,7 @@ class SinkhornInfo:
             is repeated.
         threshold: the tolerance the items were judged by: ``tol``, or ``DEFAULT_THRESHOLD`` (1e-3)
             when ``tol`` was ``None`` (fixed unrolling, no early stop).
-        f: ``(..., N)`` final row potentials, ``g``: ``(..., N)`` final column potentials, in the
+        f: ``(..., N)`` final row potentials, ``g``: ``(..., M)`` final column potentials, in the
             convention ``log P_ij = log_alpha_ij / tau + f_i + g_j`` (as OTT-JAX's
             ``SinkhornOutput.f``/``.g``, up to the temperature factor). Detached, in the dtype
             of the computation (float32 for float16/bfloat16 input). ``(f, g)`` can be passed
@@ -692,7 +705,7 @@ def _upcast_if_overflowing(x: torch.Tensor, tau: float, extent: float) -> torch.
     )
 
 
-def _adjoint_cg(p: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+def _adjoint_cg(p: torch.Tensor, rhs: torch.Tensor, on: torch.Tensor | None = None) -> torch.Tensor:
     """Solve ``(I - P^T P) y = rhs`` on the complement of ``1`` by conjugate gradients.
 
     ``p`` is ``(M, N, N)`` (doubly stochastic), ``rhs`` is ``(M, N)``; batched, in ``p``'s dtype.
@@ -707,17 +720,36 @@ def _adjoint_cg(p: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     the truncated pseudo-inverse did), or after ``2 N + 10`` steps. Convergence is checked on
     the host every iteration on the CPU and every :data:`_CHECK_EVERY` on an accelerator (a
     stopped item is frozen, so a late check changes nothing).
+
+    ``on`` (``(M, N)`` bool, for the rectangular and padded problems of :func:`_general`, where
+    ``p`` is ``(M, R, N)`` with rows scaled so that ``P^T P`` still has eigenvalues in
+    ``[0, 1]``): the columns that exist; the gauge direction is then their indicator, and the
+    other columns (zero in ``p`` and ``rhs``) stay zero.
     """
     eps = torch.finfo(p.dtype).eps
     rtol = eps**0.75
     p_t = p.mT
+    if on is None:
+
+        def proj(d: torch.Tensor) -> torch.Tensor:
+            return d - d.mean(dim=-1, keepdim=True)
+
+    else:
+        onf = on.to(p.dtype).unsqueeze(-2)  # (M, 1, N)
+        count = onf.sum(dim=-1, keepdim=True).clamp_min(1.0)
+
+        def proj(d: torch.Tensor) -> torch.Tensor:
+            return d - (d * onf).sum(dim=-1, keepdim=True).div_(count).mul(onf)
 
     def apply(d: torch.Tensor) -> torch.Tensor:  # (I - P^T P) d, projected; d of shape (M, 1, N)
         pd = torch.bmm(d, p_t)  # (P d)^T
         out = d - torch.bmm(pd, p)  # d - (P^T P d)^T
-        return out - out.mean(dim=-1, keepdim=True)
+        return proj(out)
 
-    r = (rhs - rhs.mean(dim=-1, keepdim=True)).unsqueeze(-2)  # (M, 1, N)
+    if on is None:
+        r = (rhs - rhs.mean(dim=-1, keepdim=True)).unsqueeze(-2)  # (M, 1, N)
+    else:
+        r = proj(rhs.unsqueeze(-2))
     y = torch.zeros_like(r)
     d = r.clone()
     rs = (r * r).sum(dim=-1)  # (M, 1)
@@ -803,9 +835,10 @@ def _check_init(
         raise TypeError(
             f"init must be a pair (f, g) of potentials or None, got {type(init).__name__}"
         )
-    want = tuple(log_alpha.shape[:-1])
+    batch, (n, m) = tuple(log_alpha.shape[:-2]), log_alpha.shape[-2:]
+    wants = ((batch + (n,), "N"), (batch + (m,), "N" if m == n else "M"))
     out = []
-    for name, t in zip(("init[0] (f)", "init[1] (g)"), init, strict=True):
+    for name, t, (want, size) in zip(("init[0] (f)", "init[1] (g)"), init, wants, strict=True):
         t = check_tensor(t, name)
         if not t.is_floating_point():
             raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
@@ -817,7 +850,7 @@ def _check_init(
             fits = False
         if not fits:
             raise ValueError(
-                f"{name} must have shape {want} (log_alpha's batch shape and N), got "
+                f"{name} must have shape {want} (log_alpha's batch shape and {size}), got "
                 f"{tuple(t.shape)}"
             )
         out.append(t.detach())
@@ -861,13 +894,19 @@ def log_sinkhorn(
     return_info: bool = False,
     *,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    n_rows: int | torch.Tensor | None = None,
+    n_cols: int | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     r"""Logarithm of the Sinkhorn operator, ``log S(log_alpha / tau)``.
 
     Args:
-        log_alpha: ``(..., N, N)`` floating scores (log-potentials), maximized; rows index items,
+        log_alpha: ``(..., N, M)`` floating scores (log-potentials), maximized; rows index items,
             columns index positions. Any float dtype: float16/bfloat16 are computed in float32
-            and returned in the input dtype. Must be finite.
+            and returned in the input dtype. ``-inf`` marks a forbidden pair (exactly 0 in the
+            result); NaN and ``+inf`` are errors. ``N != M`` (rectangular), ``-inf`` entries
+            and the padding arguments below give the partial permutation described under
+            "Rectangular and padded problems".
         tau: temperature > 0, a number or a one-element tensor. As ``tau -> 0`` the result
             tends to the matching ``M(log_alpha)``. A tensor ``tau`` that requires grad receives
             its gradient ``d/dtau`` (through either backward); otherwise its value is read.
@@ -892,16 +931,27 @@ def log_sinkhorn(
             ``"unroll"``; through ``"implicit"`` they raise a ``RuntimeError``.
         return_info: also return a :class:`SinkhornInfo` with per-item residuals and the final
             potentials.
-        init: warm start, ``(f, g)`` potentials of shapes ``(..., N)`` and ``(..., N)`` in the
+        init: warm start, ``(f, g)`` potentials of shapes ``(..., N)`` and ``(..., M)`` in the
             convention ``log P_ij = log_alpha_ij / tau + f_i + g_j`` (e.g. ``info.potentials``
             of an earlier call, on scores that changed a little). The first step, a row
             normalization, recomputes ``f`` from ``g``, so only ``g`` shapes the result; ``f``
             is checked and accepted so that a report's potentials can be passed back as they
             are. ``None`` starts from zeros (``S^0 = exp(X / tau)``). No gradient flows into
-            ``init``. Must be finite, on ``log_alpha``'s device.
+            ``init``. Must be finite, on ``log_alpha``'s device. (An item with more rows than
+            columns is solved transposed, so there ``f`` shapes the result and ``g`` does not.)
+        n_rows, n_cols: sizes of a padded batch: ints or integer tensors of the batch shape
+            ``log_alpha.shape[:-2]`` (or broadcastable to it); item ``b`` is the
+            ``(n_rows[b], n_cols[b])`` top-left block of ``log_alpha[b]``. The padding's values
+            are never read (NaN included); it is exactly 0 in the result (``-inf`` in the log
+            result) and gets a zero gradient.
+        mask: bool, ``log_alpha``'s shape (or broadcastable to it), ``True`` where an entry
+            exists: rows and columns without any ``True`` are padding, a ``False`` entry of a
+            present row and column is a forbidden pair (as ``-inf``). Combined with
+            ``n_rows``/``n_cols`` when both are given.
 
     Returns:
-        ``(..., N, N)`` log of a (nearly) doubly stochastic matrix, in ``log_alpha``'s dtype; with
+        ``(..., N, M)`` log of a (nearly) doubly stochastic matrix (square problems; a partial
+        permutation otherwise, see below), in ``log_alpha``'s dtype; with
         ``return_info``, the pair ``(log_p, info)``. After the last iteration columns sum to 1;
         the row residual is what ``info.residual`` reports. Always finite: in float16, whose
         most negative value is -65504, log-probabilities below it (``P`` far below the
@@ -913,6 +963,27 @@ def log_sinkhorn(
         :math:`\langle P, X\rangle_F + \tau H(P)`, with :math:`H(P) = -\sum_{ij} P_{ij}\log P_{ij}`
         (Theorem 1 of Mena et al., 2017, ``mena2017sinkhorn``; Mena et al., 2018,
         ``mena2018learning``).
+
+    Note:
+        Rectangular and padded problems. For an item with ``R`` present rows and ``C`` present
+        columns, ``R <= C``, the result is the entropic partial permutation: the maximizer of
+        :math:`\langle P, X\rangle_F + \tau H(P) + \tau H(D)` over ``P >= 0`` with rows
+        summing to 1, and a slack block ``D`` of ``C - R`` dummy rows that fills the columns to
+        1 (columns of ``P`` sum to at most 1), excluded entries fixed at 0: the construction of
+        pygmtools' ``sinkhorn(..., n1, n2, dummy_row=True)``, whose plans it equals (the
+        ``C - R`` identical dummy rows are carried as one row of mass ``C - R``). When
+        ``R > C`` the item is transposed: columns sum to 1, rows to at most 1. Each iteration
+        normalizes the shorter side first, then the longer one with its slack (for square
+        items the rows, then the columns), so after the last iteration the longer side's sums
+        (with the slack) are exact and ``info.residual`` reports the shorter side's. A
+        problem whose forbidden pairs leave some rows (columns when ``R > C``) fewer allowed
+        partners than members raises a ``ValueError`` naming the batch item and those rows.
+        These problems run the log-domain loop with masks (no scaling fast path, checks on
+        the host also on CUDA); ``tol``, ``return_info``, ``init``, both backwards and the
+        ``torch.func`` transforms work as for square ones, except that ``backward="unroll"``
+        differentiates the loop with autograd (``O(L N M)`` memory). With forbidden pairs,
+        entries that no feasible assignment uses tend to 0 only as about ``1 / L``: expect
+        slow convergence there.
 
     Note:
         Convergence can be slow for small ``tau`` or for nearly-decomposable inputs (the
@@ -977,8 +1048,10 @@ def log_sinkhorn(
         of ``vmap`` and ``torch.autograd`` instead of ``torch.func.grad``. A plain call pays
         one flag test for this.
     """
+    exists = _exists(log_alpha, n_rows, n_cols, mask)
     return _log_sinkhorn(
-        log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, init=init
+        log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, init=init,
+        exists=exists,
     )
 
 
@@ -993,17 +1066,23 @@ def _log_sinkhorn(
     plan: bool = False,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     eager: bool = False,
+    exists: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     """Implementation of :func:`log_sinkhorn` (of :func:`sinkhorn` with ``plan``: the result is
     exponentiated); ``stacklevel`` points the warning at the caller; ``eager`` forces the
-    up-front host checks (the CPU's way) on any device."""
-    check_float_matrix(log_alpha, "log_alpha", finite=False)
+    up-front host checks (the CPU's way) on any device; ``exists``: the entries that exist
+    (:func:`permlib._checks.entry_mask`), ``None`` for all. Square problems of finite scores
+    take the fast path; the others (rectangular, padded, ``-inf``) :func:`_general`."""
+    check_float_matrix(log_alpha, "log_alpha", square=False, finite=False)
     if (
         _is_transformed(log_alpha)
         or _is_transformed(tau)
         or (isinstance(init, (tuple, list)) and any(map(_is_transformed, init)))
+        or (exists is not None and _is_transformed(exists))
     ):
-        return _under_transform(log_alpha, tau, n_iters, tol, backward, return_info, plan, init)
+        return _under_transform(
+            log_alpha, tau, n_iters, tol, backward, return_info, plan, init, exists
+        )
     tau_in = tau  # as given, for the eager re-run
     tau, tau_t = _check_tau(tau)
     n_iters = check_positive_int(n_iters, "n_iters")
@@ -1015,6 +1094,11 @@ def _log_sinkhorn(
 
     dtype = log_alpha.dtype
     x = log_alpha.float() if dtype in _LOW_PRECISION else log_alpha
+    if exists is not None or log_alpha.shape[-1] != log_alpha.shape[-2]:
+        return _general_checked(
+            log_alpha, x, exists, tau, tau_t, n_iters, tol, backward, return_info,
+            stacklevel + 1, plan, pot,
+        )
     defer = not eager and _defers(x.device) and x.numel() > 0
     bad = None
     if defer:  # one device flag instead of a sync: non-finite input or overflow of x / tau
@@ -1022,7 +1106,17 @@ def _log_sinkhorn(
         big = torch.finfo(x.dtype).max / 16
         bad = ~torch.isfinite(ext).all() | (ext[:2].abs().amax() / tau > big)
     else:
-        lo, hi = finite_range(log_alpha, "log_alpha")
+        if log_alpha.device.type == "meta" or not log_alpha.numel():
+            lo = hi = 0.0
+        else:
+            lo, hi = extremes(log_alpha).tolist()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            if lo == -math.inf and hi < math.inf:  # forbidden pairs (NaN fails both tests)
+                return _general_checked(
+                    log_alpha, x, exists, tau, tau_t, n_iters, tol, backward, return_info,
+                    stacklevel + 1, plan, pot,
+                )
+            finite_range(log_alpha, "log_alpha")  # raises, naming log_alpha
         for name, t in zip(("init[0] (f)", "init[1] (g)"), pot or (), strict=False):
             finite_range(t, name)
         x = _upcast_if_overflowing(x, tau, max(-lo, hi))
@@ -1160,6 +1254,7 @@ def _under_transform(
     return_info: bool,
     plan: bool,
     init: tuple[torch.Tensor, torch.Tensor] | None,
+    exists: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`_log_sinkhorn` when an argument is wrapped by a ``torch.func`` transform.
 
@@ -1212,6 +1307,12 @@ def _under_transform(
     pot = _check_init(init, log_alpha)
     dtype = log_alpha.dtype
     x = log_alpha.float() if dtype in _LOW_PRECISION else log_alpha
+    square = log_alpha.shape[-1] == log_alpha.shape[-2]
+    if exists is not None or not square or bool((_unwrapped(log_alpha) == -math.inf).any()):
+        # the masked loop in torch ops, which every transform differentiates (fixed unrolling)
+        return _general_checked(
+            log_alpha, x, exists, tau_min, tau_t, n_iters, None, "unroll", False, 3, plan, pot
+        )
     lo, hi = finite_range(_unwrapped(log_alpha), "log_alpha")
     for name, t in zip(("init[0] (f)", "init[1] (g)"), pot or (), strict=False):
         finite_range(_unwrapped(t), name)
@@ -1346,12 +1447,428 @@ def sinkhorn(
     return_info: bool = False,
     *,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    n_rows: int | torch.Tensor | None = None,
+    n_cols: int | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     """The Sinkhorn operator ``S(log_alpha / tau)``: ``exp`` of :func:`log_sinkhorn`.
 
-    Same arguments and conventions as :func:`log_sinkhorn`; returns a ``(..., N, N)`` (nearly)
-    doubly stochastic matrix in ``log_alpha``'s dtype (and the info with ``return_info``).
+    Same arguments and conventions as :func:`log_sinkhorn`; returns a ``(..., N, M)`` (nearly)
+    doubly stochastic matrix in ``log_alpha``'s dtype (a partial permutation for rectangular,
+    padded or forbidden-pair problems, with exact zeros where entries are excluded; and the
+    info with ``return_info``).
     """
+    exists = _exists(log_alpha, n_rows, n_cols, mask)
     return _log_sinkhorn(
-        log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, plan=True, init=init
+        log_alpha, tau, n_iters, tol, backward, return_info, stacklevel=3, plan=True, init=init,
+        exists=exists,
     )
+
+
+# --- Rectangular problems, forbidden pairs and padded batches (issue 19) ----------------------
+#
+# Everything that is not a square matrix of finite entries takes this path; the square one above
+# is not touched by it. The problem of each item is written in a "frame" where it has no more
+# rows than columns (the item is transposed otherwise, as pygmtools does), with one dummy row
+# that takes the columns' slack: the ``C - R`` identical dummy rows of the usual construction
+# (pygmtools' ``dummy_row=True``; Cuturi, 2013, ``cuturi2013``, for the marginals) carry the same
+# scalings at every iteration, so one row of mass ``C - R`` gives the same plan. The loop is the
+# log-domain loop of :func:`_solve` with masks: excluded entries are ``-inf`` from the start and
+# stay exactly 0 in the plan.
+
+
+class _Frame(NamedTuple):
+    """A flat batch of problems in the solver's frame (``B`` items, ``R`` rows, ``C`` columns,
+    ``R <= C`` for every item's present rows and columns; row ``R`` is the dummy)."""
+
+    x: torch.Tensor  # (B, R + 1, C) scores / tau, frame rows shifted to their max; -inf excluded
+    allowed: torch.Tensor  # (B, R + 1, C) bool
+    row_on: torch.Tensor  # (B, R + 1) bool: the rows with a marginal (the dummy where C > R)
+    col_on: torch.Tensor  # (B, C) bool: the present columns
+    log_r: torch.Tensor  # (B, R + 1) log row marginals: 0, the dummy's log(C - R)
+    shift: torch.Tensor  # (B, R) the frame rows' shift, over tau (taken off the report's f)
+    mode: str  # "plain", "transposed" or "mixed" (per item, in a max(N, M) square)
+    flip: torch.Tensor | None  # (B,) bool, the transposed items (mode "mixed")
+
+
+def _to_frame(t: torch.Tensor, mode: str, flip: torch.Tensor | None, fill: object) -> torch.Tensor:
+    """``(B, N, M)`` -> the frame's ``(B, R, C)`` (transposed items, ``fill`` in the padding)."""
+    if mode == "plain":
+        return t
+    if mode == "transposed":
+        return t.mT
+    n, m = t.shape[-2:]
+    size = max(n, m)
+    t = torch.nn.functional.pad(t, (0, size - m, 0, size - n), value=fill)
+    return torch.where(flip.view(-1, 1, 1), t.mT, t)
+
+
+def _from_frame(t: torch.Tensor, mode: str, flip: torch.Tensor | None, n: int, m: int):
+    """The frame's ``(B, R, C)`` -> ``(B, N, M)`` (the inverse of :func:`_to_frame`)."""
+    if mode == "plain":
+        return t
+    if mode == "transposed":
+        return t.mT
+    return torch.where(flip.view(-1, 1, 1), t.mT, t)[..., :n, :m]
+
+
+def _vectors_to_frame(f, g, mode, flip):
+    """Row and column vectors ``(B, N)``, ``(B, M)`` -> the frame's rows and columns."""
+    if mode == "plain":
+        return f, g
+    if mode == "transposed":
+        return g, f
+    size = max(f.shape[-1], g.shape[-1])
+    f = torch.nn.functional.pad(f, (0, size - f.shape[-1]))
+    g = torch.nn.functional.pad(g, (0, size - g.shape[-1]))
+    fl = flip.view(-1, 1)
+    return torch.where(fl, g, f), torch.where(fl, f, g)
+
+
+def _vectors_from_frame(u, v, mode, flip, n, m):
+    """The frame's row and column vectors -> ``(B, N)``, ``(B, M)``."""
+    if mode == "plain":
+        return u, v
+    if mode == "transposed":
+        return v, u
+    fl = flip.view(-1, 1)
+    return torch.where(fl, v, u)[..., :n], torch.where(fl, u, v)[..., :m]
+
+
+def _check_general_input(log_alpha: torch.Tensor, exists: torch.Tensor | None) -> float:
+    """NaN and ``+inf`` in the entries that exist are errors (``-inf`` is a forbidden pair);
+    returns ``max |finite entry|`` (for :func:`_upcast_if_overflowing`)."""
+    vals = plain(log_alpha).detach()
+    if vals.device.type == "meta" or not vals.numel():
+        return 0.0
+    if exists is not None:
+        vals = torch.where(plain(exists), vals, 0.0)
+    lo, hi = extremes(vals).tolist()
+    if math.isnan(lo) or math.isnan(hi) or hi == math.inf:
+        raise ValueError(
+            "log_alpha contains invalid numeric entries (NaN or +inf; forbidden pairs are -inf)"
+        )
+    finite = torch.where(torch.isfinite(vals), vals, 0.0)
+    lo, hi = extremes(finite).tolist()
+    return max(-lo, hi)
+
+
+def _check_feasible(allowed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, batch) -> None:
+    """Raise the ``ValueError`` of :func:`permlib._checks.infeasible_error` for the first item
+    whose forbidden pairs leave some rows (columns, where it has more rows than columns) without
+    enough partners. Only items with forbidden pairs are searched (scipy's matching)."""
+    allowed, rows, cols = plain(allowed), plain(rows), plain(cols)
+    if allowed.device.type == "meta" or not allowed.numel():
+        return
+    full = rows.unsqueeze(-1) & cols.unsqueeze(-2)
+    holes = (full & ~allowed).flatten(1).any(dim=1)
+    if not bool(holes.any()):
+        return
+    for b in torch.nonzero(holes).flatten().tolist():
+        r_idx = torch.nonzero(rows[b]).flatten().cpu().numpy()
+        c_idx = torch.nonzero(cols[b]).flatten().cpu().numpy()
+        sub = allowed[b].cpu().numpy()[np.ix_(r_idx, c_idx)]
+        transposed = sub.shape[0] > sub.shape[1]
+        found = hall_violation(sub.T if transposed else sub)
+        if found is None:
+            continue
+        side, other = found
+        if transposed:
+            side, other = c_idx[side], r_idx[other]
+        else:
+            side, other = r_idx[side], c_idx[other]
+        item = tuple(int(i) for i in np.unravel_index(b, tuple(batch))) if len(batch) else ()
+        raise infeasible_error("log_alpha", item, side, other, transposed)
+
+
+def _make_frame(
+    x: torch.Tensor,
+    exists: torch.Tensor | None,
+    tau: float,
+    tau_t: torch.Tensor | None,
+) -> _Frame:
+    """The frame of the flat ``(B, N, M)`` scores ``x`` (``exists``: ``(B, N, M)`` or ``None``)."""
+    count, n, m = x.shape
+    allowed = x > -math.inf
+    if exists is not None:
+        allowed = allowed & exists
+        rows, cols = exists.any(dim=-1), exists.any(dim=-2)
+    else:
+        rows = torch.ones((count, n), dtype=torch.bool, device=x.device)
+        cols = torch.ones((count, m), dtype=torch.bool, device=x.device)
+    flip = rows.sum(dim=-1) > cols.sum(dim=-1)  # more rows than columns: transposed
+    seen = plain(flip)
+    if seen.device.type == "meta" or not seen.numel():
+        mode = "plain" if n <= m else "transposed"
+    else:
+        n_flip = int(seen.sum())
+        mode = "plain" if n_flip == 0 else "transposed" if n_flip == seen.numel() else "mixed"
+    xs = _to_frame(x, mode, flip, -math.inf)
+    al = _to_frame(allowed, mode, flip, False)
+    rows_f, cols_f = _vectors_to_frame(rows, cols, mode, flip)
+    # each frame row shifted to its maximum, then divided by tau (as the square path does); the
+    # excluded entries never enter an arithmetic op (no inf * 0 in any gradient)
+    safe = torch.where(al, xs, 0.0)
+    shift = torch.where(al, xs, -math.inf).detach().amax(dim=-1, keepdim=True)
+    shift = torch.where(shift > -math.inf, shift, 0.0)
+    scaled = (safe - shift) / (tau if tau_t is None else tau_t.to(device=x.device, dtype=x.dtype))
+    xs = torch.where(al, scaled, -math.inf)
+    slack = cols_f.sum(dim=-1) - rows_f.sum(dim=-1)  # (B,) >= 0: the dummy row's mass
+    dummy_on = slack > 0
+    dummy = (cols_f & dummy_on.unsqueeze(-1)).unsqueeze(-2)  # (B, 1, C)
+    frame_x = torch.cat([xs, torch.where(dummy, 0.0, -math.inf).to(xs.dtype)], dim=-2)
+    frame_al = torch.cat([al, dummy], dim=-2)
+    row_on = torch.cat([rows_f, dummy_on.unsqueeze(-1)], dim=-1)
+    dummy_mass = slack.clamp_min(1).to(x.dtype).log().unsqueeze(-1)
+    log_r = torch.cat([torch.zeros_like(rows_f, dtype=x.dtype), dummy_mass], dim=-1)
+    if tau_t is None:
+        off = shift.squeeze(-1) / tau
+    else:
+        off = shift.squeeze(-1) / tau_t.detach().to(device=x.device, dtype=x.dtype)
+    return _Frame(frame_x, frame_al, row_on, cols_f, log_r, off, mode, flip)
+
+
+def _masked_lse(x: torch.Tensor, allowed: torch.Tensor, dim: int) -> torch.Tensor:
+    """:func:`_logsumexp` over the allowed entries only (the others are ``-inf`` in ``x``); 0 for
+    a line with none (whose marginal is off, so the value is never used)."""
+    m = x.detach().amax(dim=dim, keepdim=True)
+    m = torch.where(m > -math.inf, m, 0.0)
+    z = torch.where(allowed, (x - m).clamp_min(_EXP_FLOOR.get(x.dtype, -80.0)), -math.inf)
+    total = z.exp().sum(dim=dim)
+    return torch.where(total > 0, total, 1.0).log() + m.squeeze(dim)
+
+
+def _masked_solve(
+    fr: _Frame,
+    n_iters: int,
+    tol: float | None,
+    record: bool,
+    v0: torch.Tensor | None = None,
+) -> _Solved:
+    """The log-domain loop of :func:`_solve` on a frame: row steps to the marginals ``log_r``,
+    column steps to 1, only on the rows and columns that are on; items that reach ``tol`` are
+    frozen. The residual (per iteration and final) is ``max |sum - 1|`` over the real rows and
+    over the columns (their sums including the dummy row's slack): the dummy row's own sum is
+    implied by them. ``v0``: ``(B, C)`` starting column potentials, or ``None``."""
+    x, allowed, row_on, col_on, log_r = fr.x, fr.allowed, fr.row_on, fr.col_on, fr.log_r
+    count = x.shape[0]
+    pdt = _potential_dtype(x)
+    u = torch.zeros(row_on.shape, dtype=pdt, device=x.device)
+    if v0 is None:
+        v = torch.zeros(col_on.shape, dtype=pdt, device=x.device)
+        mat = x
+    else:
+        v = torch.where(col_on, v0, 0.0).to(pdt)
+        mat = torch.where(allowed, x + torch.where(col_on, v0, 0.0).to(x.dtype).unsqueeze(-2), x)
+    real = row_on[:, :-1]
+    track = tol is not None or record
+    active = torch.ones(count, dtype=torch.bool, device=x.device) if tol is not None else None
+    spent = torch.zeros(count, dtype=torch.int64, device=x.device)
+    meta = x.device.type == "meta"
+    every = _sync_every(x.device)
+    errors: list[torch.Tensor] = []
+    done = 0
+
+    def row_error(lse: torch.Tensor) -> torch.Tensor:  # (B, R + 1) -> (B,), real rows only
+        return torch.where(real, lse[:, :-1].detach().exp().sub(1).abs(), 0.0).amax(dim=-1)
+
+    for it in range(n_iters):
+        lse_rows = _masked_lse(mat, allowed, dim=-1)
+        if it > 0 and track:
+            err = row_error(lse_rows)
+            if active is not None:
+                err = torch.where(active, err, errors[-1]) if errors else err
+                active = active & (err > tol)
+                errors.append(err)
+                if not meta and it % every == 0 and not bool(plain(active).any()):
+                    break
+            else:
+                errors.append(err)
+        step_r = torch.where(row_on, lse_rows - log_r, 0.0)
+        if active is not None:
+            step_r = torch.where(active.unsqueeze(-1), step_r, 0.0)
+        mat = mat - step_r.unsqueeze(-1)
+        lse_cols = _masked_lse(mat, allowed, dim=-2)
+        step_c = torch.where(col_on, lse_cols, 0.0)
+        if active is not None:
+            step_c = torch.where(active.unsqueeze(-1), step_c, 0.0)
+            spent = spent + active
+        mat = mat - step_c.unsqueeze(-2)
+        u = u - step_r.detach().to(pdt)
+        v = v - step_c.detach().to(pdt)
+        done = it + 1
+    if not track:
+        return _Solved(mat, None, u, v)
+    final = mat.detach()
+    rows_err = row_error(_masked_lse(final, allowed, dim=-1))
+    cols_dev = _masked_lse(final, allowed, dim=-2).exp().sub(1).abs()
+    residual = torch.maximum(rows_err, torch.where(col_on, cols_dev, 0.0).amax(dim=-1))
+    if active is None:
+        spent = torch.full((count,), done, dtype=torch.int64, device=x.device)
+        threshold = DEFAULT_THRESHOLD
+        converged = residual <= threshold
+    else:
+        threshold = float(tol)
+        converged = ~active | (residual <= threshold)
+    longest = n_iters if meta else int(plain(spent).max()) if spent.numel() else 0
+    err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)[..., :0]
+    err_t = err_t[..., :longest]
+    if err_t.shape[-1] < longest:  # the last iteration was not followed by a check
+        last = residual if active is None else torch.where(active, residual, err_t[..., -1])
+        err_t = torch.cat([err_t, last.unsqueeze(-1)], dim=-1)
+    info = SinkhornInfo(
+        residual=residual,
+        n_iters=spent,
+        converged=converged,
+        errors=err_t.detach(),
+        threshold=threshold,
+    )
+    return _Solved(mat, info, u, v)
+
+
+class _ImplicitMasked(torch.autograd.Function):
+    """The implicit gradient of :class:`_ImplicitGrad` for a frame (marginals ``r`` on the rows,
+    1 on the columns, excluded entries fixed at 0).
+
+    With ``D = diag(r)`` the fixed point's system is ``[[D, P], [P^T, I]] [alpha; beta] =
+    [G 1; G^T 1]``, whose Schur complement ``(I - P^T D^-1 P) beta = G^T 1 - P^T D^-1 G 1`` is
+    the square case's with ``Q = D^-1/2 P`` in place of ``P`` (eigenvalues of ``Q^T Q`` in
+    ``[0, 1]``, the gauge direction the indicator of the present columns), solved by the same
+    conjugate gradients; then ``alpha = D^-1 (G 1 - P beta)`` and
+    ``dL/dX = G - P * (alpha 1^T + 1 beta^T)`` on the allowed entries, 0 elsewhere."""
+
+    @staticmethod
+    def forward(ctx, x, out, allowed, row_on, col_on, log_r, plan):  # noqa: D102
+        ctx.plan = plan
+        ctx.save_for_backward(out, allowed, row_on, col_on, log_r)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "second derivatives through backward='implicit' are not supported: the implicit "
+                "gradient is computed from the saved fixed point, not differentiably; use "
+                "backward='unroll' for double backward (e.g. create_graph=True, Hessians)"
+            )
+        out, allowed, row_on, col_on, log_r = ctx.saved_tensors
+        p = out if ctx.plan else out.exp()
+        g = torch.where(allowed, grad * p if ctx.plan else grad, 0.0)
+        r = g.sum(dim=-1)
+        c = g.sum(dim=-2)
+        mass = torch.where(row_on, log_r.exp(), 1.0)
+        rhs = c - torch.bmm((r / mass).unsqueeze(-2), p).squeeze(-2)
+        q = p / mass.sqrt().unsqueeze(-1)
+        beta = _adjoint_cg(q, torch.where(col_on, rhs, 0.0), col_on)
+        pb = torch.bmm(beta.unsqueeze(-2), p.mT).squeeze(-2)
+        alpha = torch.where(row_on, (r - pb) / mass, 0.0)
+        g = g - p * (alpha.unsqueeze(-1) + beta.unsqueeze(-2))
+        return torch.where(allowed, g, 0.0), None, None, None, None, None, None
+
+
+def _general(
+    log_alpha: torch.Tensor,
+    x: torch.Tensor,
+    exists: torch.Tensor | None,
+    tau: float,
+    tau_t: torch.Tensor | None,
+    n_iters: int,
+    tol: float | None,
+    backward: str,
+    return_info: bool,
+    stacklevel: int,
+    plan: bool,
+    pot: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
+    """:func:`log_sinkhorn` (:func:`sinkhorn` with ``plan``) of rectangular, padded or
+    forbidden-pair problems: ``x`` is ``log_alpha`` in the dtype of the computation (checked:
+    NaN/+inf raise, overflow upcast), ``exists`` the entries that exist (or ``None``), ``pot``
+    checked potentials ``(f, g)`` of shapes ``(..., N)``, ``(..., M)``."""
+    dtype = log_alpha.dtype
+    batch, (n, m) = x.shape[:-2], x.shape[-2:]
+    flat = x.reshape(-1, n, m)
+    ex = None if exists is None else exists.reshape(-1, n, m)
+    fr = _make_frame(flat, ex, tau, tau_t)
+    real_rows, real_cols = _vectors_from_frame(
+        fr.row_on[:, :-1], fr.col_on, fr.mode, fr.flip, n, m
+    )
+    _check_feasible(_from_frame(fr.allowed[:, :-1], fr.mode, fr.flip, n, m), real_rows,
+                    real_cols, batch)
+    v0 = None
+    if pot is not None:
+        f0, g0 = (t.to(x.dtype).expand(batch + t.shape[-1:]).reshape(-1, t.shape[-1]) for t in pot)
+        v0 = _vectors_to_frame(f0, g0, fr.mode, fr.flip)[1]
+    grad = fr.x.requires_grad and torch.is_grad_enabled()
+    implicit = backward == "implicit" and grad
+    track = return_info or tol is not None or implicit
+    if implicit:
+        with torch.no_grad():
+            solved = _masked_solve(fr._replace(x=fr.x.detach()), n_iters, tol, track, v0)
+        res = solved.log_p.exp() if plan else solved.log_p
+        out = _ImplicitMasked.apply(
+            fr.x, res, fr.allowed, fr.row_on, fr.col_on, fr.log_r, plan
+        )
+    else:  # unrolled: autograd through the masked loop (O(L N M) memory with a gradient)
+        solved = _masked_solve(fr, n_iters, tol, track, v0)
+        out = solved.log_p.exp() if plan else solved.log_p
+    out = _from_frame(out[:, :-1], fr.mode, fr.flip, n, m)
+    info, n_bad, worst = None, 0, 0.0
+    if solved.info is not None:
+        si = solved.info
+        u = solved.f[:, :-1] - fr.shift.to(solved.f.dtype)
+        f, g = _vectors_from_frame(u, solved.g, fr.mode, fr.flip, n, m)
+        f = torch.where(real_rows, f, 0.0).to(x.dtype)
+        g = torch.where(real_cols, g, 0.0).to(x.dtype)
+        info = SinkhornInfo(
+            residual=si.residual.reshape(batch),
+            n_iters=si.n_iters.reshape(batch),
+            converged=si.converged.reshape(batch),
+            errors=si.errors.reshape(batch + si.errors.shape[-1:]),
+            threshold=si.threshold,
+            f=f.reshape(batch + (n,)),
+            g=g.reshape(batch + (m,)),
+        )
+        if x.device.type != "meta":
+            n_bad, worst = int((~si.converged).sum()), float(_amax0(si.residual))
+    if n_bad and (tol is not None or implicit):
+        _warn_unconverged(n_bad, math.prod(batch), worst, tol, n_iters, implicit, stacklevel)
+    out = out.reshape(x.shape)
+    if not plan and dtype in _LOW_PRECISION:
+        keep = _from_frame(fr.allowed[:, :-1], fr.mode, fr.flip, n, m).reshape(x.shape)
+        out = torch.where(keep, _representable(out, dtype), -math.inf)
+    out = out.to(dtype)
+    return (out, info) if return_info else out
+
+
+def _general_checked(
+    log_alpha: torch.Tensor,
+    x: torch.Tensor,
+    exists: torch.Tensor | None,
+    tau: float,
+    tau_t: torch.Tensor | None,
+    n_iters: int,
+    tol: float | None,
+    backward: str,
+    return_info: bool,
+    stacklevel: int,
+    plan: bool,
+    pot: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
+    """:func:`_general` after the host checks of its input (NaN, ``+inf``, the potentials,
+    overflow of ``log_alpha / tau``), which it always makes (also on CUDA)."""
+    extent = _check_general_input(log_alpha, exists)
+    for name, t in zip(("init[0] (f)", "init[1] (g)"), pot or (), strict=False):
+        finite_range(plain(t), name)
+    x = _upcast_if_overflowing(x, tau, extent)
+    return _general(
+        log_alpha, x, exists, tau, tau_t, n_iters, tol, backward, return_info, stacklevel + 1,
+        plan, pot,
+    )
+
+
+def _exists(log_alpha: object, n_rows: object, n_cols: object, mask: object) -> torch.Tensor | None:
+    """The entries that exist (:func:`permlib._checks.entry_mask`), ``None`` when all do."""
+    if n_rows is None and n_cols is None and mask is None:
+        return None
+    check_float_matrix(log_alpha, "log_alpha", square=False, finite=False)
+    return entry_mask(log_alpha, "log_alpha", n_rows, n_cols, mask)

@@ -35,9 +35,9 @@ BAD_MATRICES = [
 #: Cases that are no longer errors for some functions (issue 19): rectangular problems and
 #: forbidden pairs (-inf scores). Each such call must work, not merely not raise.
 ACCEPTED = {
-    "non-square": {"matching"},
-    "batched non-square": {"matching"},
-    "-inf": {"matching"},
+    "non-square": {"matching", "sinkhorn", "log_sinkhorn"},
+    "batched non-square": {"matching", "sinkhorn", "log_sinkhorn"},
+    "-inf": {"matching", "sinkhorn", "log_sinkhorn"},
 }
 
 
@@ -47,8 +47,11 @@ def test_bad_matrices_are_rejected(fname, case, x, exc, msg):
     if fname in ACCEPTED.get(case, ()):
         out = SQUARE_FUNCTIONS[fname](x)
         assert out.shape[: x.dim() - 1] == x.shape[:-1]
-        if case == "-inf":  # the forbidden pair (0, 1) is not used
+        if case == "-inf" and fname == "matching":  # the forbidden pair (0, 1) is not used
             assert out.tolist() == [0, 1]
+        elif case == "-inf":  # exactly 0 in the plan
+            plan = out.exp() if fname == "log_sinkhorn" else out
+            assert plan[0, 1] == 0 and plan[0, 0] > 0.9
         return
     with pytest.raises(exc, match=msg):
         SQUARE_FUNCTIONS[fname](x)

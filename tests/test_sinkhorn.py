@@ -295,6 +295,10 @@ def test_finite_range_rejects_nan_and_inf_anywhere(device, bad, dtype):
         y[index] = bad
         with pytest.raises(ValueError, match="x contains invalid numeric entries"):
             finite_range(y, "x")
+        if bad == -float("inf"):  # a forbidden pair (issue 19): exactly 0 in the plan
+            p = sinkhorn(y, n_iters=50)
+            assert p[index] == 0 and torch.isfinite(p).all()
+            continue
         with pytest.raises(ValueError, match="log_alpha contains invalid"):
             sinkhorn(y)
 
@@ -589,8 +593,12 @@ def test_deferred_checks_still_reject_bad_input_and_fall_back(deferred):
     for bad in (math.nan, math.inf, -math.inf):
         x = torch.randn(3, 5, 5)
         x[1, 2, 3] = bad
-        with pytest.raises(ValueError, match="log_alpha contains invalid numeric entries"):
-            sinkhorn(x, tol=1e-6)
+        if bad == -math.inf:  # a forbidden pair (issue 19): the eager re-run takes it
+            p = sinkhorn(x, n_iters=2000, tol=1e-6)
+            assert p[1, 2, 3] == 0 and constraint_error(p).amax() <= 1e-6
+        else:
+            with pytest.raises(ValueError, match="log_alpha contains invalid numeric entries"):
+                sinkhorn(x, tol=1e-6)
         with pytest.raises(ValueError, match=r"init\[1\] \(g\) contains invalid"):
             sinkhorn(torch.randn(3, 5, 5), init=(torch.zeros(5), x[1, 2]))
     big = torch.tensor([[3e38, -3e38], [-3e38, 3e38]])
@@ -987,3 +995,269 @@ def test_plain_calls_do_not_take_the_transform_path(monkeypatch):
     assert not calls
     vmap(log_sinkhorn)(x.detach())
     assert len(calls) == 1
+
+
+# --- Issue 19: rectangular problems, forbidden pairs (-inf), padded batches ------------------
+
+
+def dense_reference(x: torch.Tensor, tau: float, n_iters: int) -> torch.Tensor:
+    """The partial permutation of one (R, C) problem by the textbook loop on the explicit
+    construction: transposed if R > C, C - R dummy rows of zeros, float64; ``(R, C)`` plan."""
+    x = x.double() / tau
+    flip = x.shape[0] > x.shape[1]
+    if flip:
+        x = x.T
+    r, c = x.shape
+    square = torch.cat([x, torch.zeros(c - r, c, dtype=x.dtype)])
+    p = reference_log_sinkhorn(square, n_iters).exp()[:r]
+    return p.T if flip else p
+
+
+def padded_batch(seed, batch, n, m, forbid=0.0):
+    """Random ``(batch, n, m)`` scores with per-item sizes and NaN padding, feasible."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, n, m, generator=g, dtype=torch.float64)
+    rows = torch.randint(1, n + 1, (batch,), generator=g)
+    cols = torch.randint(1, m + 1, (batch,), generator=g)
+    short = max(1, min(n, m) - 2)  # item 0 has more rows than columns, item 1 fewer
+    rows[0], cols[0], rows[1], cols[1] = n, short, short, m
+    if forbid:
+        hole = torch.rand(batch, n, m, generator=g) < forbid
+        x = x.masked_fill(hole, -math.inf)
+        for b in range(batch):  # keep it feasible: the diagonal of the item stays allowed
+            k = min(rows[b], cols[b])
+            x[b, torch.arange(k), torch.arange(k)] = 0.5
+    for b in range(batch):
+        x[b, rows[b]:] = math.nan
+        x[b, :, cols[b]:] = math.nan
+    return x, rows, cols
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 7), (3, 7, 4), (2, 1, 6), (2, 5, 1)])
+@pytest.mark.parametrize("n_iters", [1, 5, 40])
+def test_rectangular_equals_the_explicit_dummy_rows(shape, n_iters):
+    x = random_scores(60, shape)
+    ours = sinkhorn(x, tau=0.7, n_iters=n_iters)
+    for b in range(shape[0]):
+        ref = dense_reference(x[b], 0.7, n_iters)
+        torch.testing.assert_close(ours[b], ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_iters", [3, 30])
+@pytest.mark.parametrize("forbid", [0.0, 0.3])
+@pytest.mark.parametrize("shape", [(6, 4, 6), (6, 6, 4), (5, 5, 5)])
+def test_padded_batches_equal_pygmtools_n1_n2(shape, forbid, n_iters):
+    """pygmtools' sinkhorn with n1/n2 and dummy rows (its iterations are half-steps) on the same
+    padded batch: equal plans, including items that are transposed (n1 > n2) and a mixed batch.
+
+    Both normalize first the rows of each item's frame with no more rows than columns. A square
+    item (n1 = n2) is the exception: pygmtools transposes it when the padded batch has more
+    rows than columns (its frame follows the batch's shape), permlib never does (a square
+    item's result does not depend on the padding): those equal permlib's on the transpose."""
+    pygm = pytest.importorskip("pygmtools")
+    pygm.set_backend("pytorch")
+    x, rows, cols = padded_batch(61 + n_iters, *shape, forbid=forbid)
+    ours = sinkhorn(x, tau=0.5, n_iters=n_iters, n_rows=rows, n_cols=cols)
+    padding = torch.nan_to_num(x, nan=0.0)
+    theirs = pygm.sinkhorn(padding, rows, cols, dummy_row=True, max_iter=2 * n_iters, tau=0.5)
+    same_frame = (rows != cols) | (shape[1] <= shape[2])
+    assert same_frame.sum() >= 3 and ((rows > cols) & same_frame).any()
+    torch.testing.assert_close(ours[same_frame], theirs[same_frame], rtol=0, atol=1e-12)
+    for b in torch.nonzero(~same_frame).flatten().tolist():
+        block = x[b, : rows[b], : cols[b]]
+        transposed = sinkhorn(block.mT, tau=0.5, n_iters=n_iters).mT
+        torch.testing.assert_close(theirs[b, : rows[b], : cols[b]], transposed, rtol=0, atol=1e-12)
+    # and each item equals its own unpadded problem
+    for b in range(shape[0]):
+        alone = sinkhorn(x[b, : rows[b], : cols[b]], tau=0.5, n_iters=n_iters)
+        torch.testing.assert_close(ours[b, : rows[b], : cols[b]], alone, rtol=0, atol=1e-13)
+
+
+def test_partial_permutation_at_convergence_and_its_report():
+    """Rows (the shorter side) sum to 1, columns to at most 1; the report's residual, stops and
+    potentials: log P = log_alpha / tau + f + g on every entry that is used."""
+    x = random_scores(62, (4, 5, 8))
+    x[0, 1, 2] = -math.inf
+    p, info = sinkhorn(x, tau=0.3, n_iters=5000, tol=1e-10, return_info=True)
+    assert info.converged.all() and (info.residual <= 1e-10).all()
+    assert (info.n_iters > 1).all() and info.errors.shape == (4, int(info.n_iters.max()))
+    torch.testing.assert_close(p.sum(-1), torch.ones(4, 5, dtype=torch.float64), atol=1e-10, rtol=0)
+    assert (p.sum(-2) <= 1 + 1e-10).all() and p[0, 1, 2] == 0
+    log_p = x / 0.3 + info.f.unsqueeze(-1) + info.g.unsqueeze(-2)
+    used = torch.isfinite(x)
+    torch.testing.assert_close(p[used].log(), log_p[used], rtol=0, atol=1e-9)
+    # the transposed problem: columns (now the shorter side) sum to 1
+    q, info_t = sinkhorn(x.mT, tau=0.3, n_iters=5000, tol=1e-10, return_info=True)
+    torch.testing.assert_close(q, p.mT, rtol=0, atol=1e-9)
+    torch.testing.assert_close(info_t.f, info.g, rtol=0, atol=1e-6)  # up to the gauge, here 0
+
+
+def test_small_tau_tends_to_the_rectangular_matching():
+    g = torch.Generator().manual_seed(63)
+    planted = torch.stack([torch.randperm(9, generator=g)[:4] for _ in range(3)])
+    x = 3 * permutation_matrix(planted, m=9, dtype=torch.float64) + random_scores(63, (3, 4, 9))
+    hard = permutation_matrix(matching(x), m=9, dtype=torch.float64)
+    for y, h in ((x, hard), (x.mT, hard.mT)):
+        # the slack makes the iterations slow at small tau (errors fall about as 1 / L here)
+        p = sinkhorn(y, tau=0.1, n_iters=3000)
+        torch.testing.assert_close(p, h, rtol=0, atol=5e-3)
+
+
+@pytest.mark.filterwarnings("ignore::permlib.ConvergenceWarning")  # zeros, converged or not
+@pytest.mark.parametrize("backward", ["unroll", "implicit"])
+@pytest.mark.parametrize("plan", [True, False])
+def test_padding_and_forbidden_pairs_are_exact_zeros_with_zero_gradient(backward, plan):
+    x, rows, cols = padded_batch(64, 5, 5, 7, forbid=0.2)
+    x.requires_grad_()
+    fn = sinkhorn if plan else log_sinkhorn
+    out = fn(x, tau=0.5, n_iters=300, tol=1e-12, backward=backward, n_rows=rows, n_cols=cols)
+    p = out if plan else out.exp()
+    exists = (torch.arange(5)[:, None] < rows[:, None, None]) & (
+        torch.arange(7) < cols[:, None, None]
+    )
+    excluded = ~exists | (x.detach() == -math.inf)
+    assert (p[excluded] == 0).all() and torch.isfinite(p).all()
+    if not plan:
+        assert (out[excluded] == -math.inf).all() and torch.isfinite(out[~excluded]).all()
+    w = random_scores(65, x.shape)
+    (p * w).sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[excluded] == 0).all()
+    assert x.grad[~excluded].abs().amax() > 0
+
+
+def test_implicit_and_unrolled_gradients_agree_on_rectangular_padded_batches():
+    x, rows, cols = padded_batch(66, 4, 6, 5, forbid=0.15)
+    w = random_scores(67, x.shape)
+    grads = []
+    for backward in ("unroll", "implicit"):
+        xi = x.clone().requires_grad_()
+        p = sinkhorn(xi, tau=0.6, n_iters=3000, tol=1e-13, backward=backward, n_rows=rows,
+                     n_cols=cols)
+        (p * w).sum().backward()
+        grads.append(xi.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-9)
+
+
+def test_rectangular_gradchecks():
+    x = random_scores(68, (2, 3, 5)).requires_grad_()
+    x2 = random_scores(69, (2, 3, 4)).requires_grad_()
+
+    def unrolled(t):
+        return sinkhorn(t, tau=0.8, n_iters=4, n_rows=torch.tensor([3, 2]))
+
+    def implicit(t):
+        return sinkhorn(t.mT, tau=0.8, n_iters=5000, tol=1e-13, backward="implicit")
+
+    assert torch.autograd.gradcheck(unrolled, x)
+    assert torch.autograd.gradgradcheck(unrolled, x)
+    assert torch.autograd.gradcheck(implicit, x2, atol=1e-6)
+
+
+def test_tensor_tau_gets_a_finite_gradient_next_to_forbidden_pairs():
+    x = random_scores(70, (2, 3, 4))
+    x[0, 0, 0] = -math.inf
+    tau = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    (sinkhorn(x, tau=tau, n_iters=10) * random_scores(71, x.shape)).sum().backward()
+    assert torch.isfinite(tau.grad) and tau.grad != 0
+
+
+def test_infeasible_forbidden_pairs_raise_naming_the_item():
+    x = torch.zeros(2, 3, 3, 4)
+    x[1, 2, :2, 1:] = -math.inf  # rows 0 and 1 of item (1, 2) may only take column 0
+    with pytest.raises(ValueError, match=r"log_alpha has no feasible assignment for batch item "
+                       r"\(1, 2\): rows \[0, 1\] can only be assigned to columns \[0\]"):
+        sinkhorn(x)
+    y = torch.zeros(4, 2)
+    y[1:, 0] = -math.inf  # N > M: column 0 can only take row 0 ... which is feasible
+    # (row 0's share of column 1 tends to 0, slowly: about as 1 / L, the limit is on the boundary)
+    assert sinkhorn(y, n_iters=200)[:, 0].tolist() == pytest.approx([1.0, 0, 0, 0], abs=1e-2)
+    y[0, 0] = -math.inf
+    with pytest.raises(ValueError, match=r"columns \[0\] can only be assigned to rows \[\]"):
+        log_sinkhorn(y)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_and_plus_inf_that_exist_are_errors_padding_is_not_read(bad):
+    x = torch.zeros(2, 3, 4)
+    x[1, 2, 3] = bad
+    with pytest.raises(ValueError, match="log_alpha contains invalid numeric entries"):
+        sinkhorn(x)
+    with pytest.raises(ValueError, match="log_alpha contains invalid numeric entries"):
+        sinkhorn(x, n_rows=torch.tensor([3, 3]))
+    p = sinkhorn(x, n_rows=torch.tensor([3, 2]))  # the bad entry is padding
+    assert torch.isfinite(p).all() and (p[1, 2] == 0).all()
+
+
+def test_square_with_sizes_or_mask_equals_the_fast_path():
+    x = random_scores(72, (3, 6, 6))
+    fast, info = sinkhorn(x, tau=0.4, n_iters=25, return_info=True)
+    for kwargs in ({"n_rows": 6}, {"mask": torch.ones(6, 6, dtype=torch.bool)}):
+        general, ginfo = sinkhorn(x, tau=0.4, n_iters=25, return_info=True, **kwargs)
+        torch.testing.assert_close(general, fast, rtol=0, atol=1e-13)
+        torch.testing.assert_close(ginfo.residual, info.residual, rtol=0, atol=1e-13)
+        torch.testing.assert_close(ginfo.g - ginfo.g[..., :1], info.g - info.g[..., :1],
+                                   rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 6), (4, 6, 3), (4, 5, 5)])
+def test_rectangular_warm_start_converges_in_one_iteration(shape):
+    x, rows, cols = padded_batch(73, *shape)
+    kw = {"tau": 0.5, "n_iters": 5000, "tol": 1e-10, "return_info": True, "n_rows": rows,
+          "n_cols": cols}
+    cold, info = sinkhorn(x, **kw)
+    assert info.converged.all()
+    warm, again = sinkhorn(x, init=info.potentials, **kw)
+    assert (again.n_iters == 1).all() and again.converged.all()
+    torch.testing.assert_close(warm, cold, rtol=0, atol=1e-9)
+
+
+def test_tolerance_stop_and_warning_on_rectangular_problems():
+    x = random_scores(74, (3, 4, 6), scale=5.0)
+    with pytest.warns(ConvergenceWarning, match="did not reach tol"):
+        _, info = sinkhorn(x, tau=0.05, n_iters=3, tol=1e-12, return_info=True)
+    assert (info.n_iters == 3).all() and not info.converged.any()
+    x = random_scores(74, (3, 4, 6))
+    p, info = sinkhorn(x, tau=0.5, n_iters=5000, tol=1e-9, return_info=True)
+    assert info.converged.all() and len(set(info.n_iters.tolist())) > 1
+    # each item stops at its own iteration, as on the square path
+    for b in range(3):
+        one = sinkhorn(x[b], tau=0.5, n_iters=int(info.n_iters[b]))
+        torch.testing.assert_close(p[b], one, rtol=0, atol=0)
+
+
+def test_rectangular_low_precision_meta_and_empty():
+    x = random_scores(75, (2, 3, 5), dtype=torch.float16)
+    x[0, 0, 0] = -math.inf
+    out = log_sinkhorn(x, tau=0.01)
+    assert out.dtype == torch.float16 and out[0, 0, 0] == -math.inf
+    assert torch.isfinite(out.flatten()[1:]).all()
+    meta = sinkhorn(torch.empty(2, 3, 5, device="meta"), n_iters=3, return_info=True)
+    assert meta[0].shape == (2, 3, 5) and meta[1].errors.shape == (2, 3)
+    empty, info = sinkhorn(torch.zeros(0, 3, 5), tol=1e-6, return_info=True)
+    assert empty.shape == (0, 3, 5) and info.f.shape == (0, 3) and info.g.shape == (0, 5)
+
+
+def test_rectangular_and_padded_under_vmap_and_grad():
+    x = random_scores(76, (4, 3, 5))
+    assert torch.equal(torch.func.vmap(sinkhorn)(x), sinkhorn(x))
+    rows = torch.tensor([3, 1, 2, 3])
+    mapped = torch.func.vmap(lambda s, r: sinkhorn(s, n_rows=r))(x, rows)
+    torch.testing.assert_close(mapped, sinkhorn(x, n_rows=rows), rtol=0, atol=1e-14)
+    w = random_scores(77, (3, 5))
+    per_sample = torch.func.vmap(torch.func.grad(lambda s: (sinkhorn(s, n_iters=5) * w).sum()))(x)
+    xa = x.clone().requires_grad_()
+    (sinkhorn(xa, n_iters=5) * w).sum().backward()
+    torch.testing.assert_close(per_sample, xa.grad, rtol=0, atol=1e-12)
+    with pytest.raises(NotImplementedError, match="tol"):
+        torch.func.vmap(lambda s: sinkhorn(s, tol=1e-3))(x)
+
+
+@given(n=st.integers(1, 6), m=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_rectangular_permutation_equivariance(n, m, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, m, generator=g, dtype=torch.float64)
+    pr = permutation_matrix(torch.randperm(n, generator=g), dtype=torch.float64)
+    pc = permutation_matrix(torch.randperm(m, generator=g), dtype=torch.float64)
+    lhs = sinkhorn(pr @ x @ pc, tau=0.5, n_iters=20)
+    rhs = pr @ sinkhorn(x, tau=0.5, n_iters=20) @ pc
+    torch.testing.assert_close(lhs, rhs, rtol=0, atol=1e-12)
