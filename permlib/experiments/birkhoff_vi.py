@@ -96,6 +96,7 @@ __all__ = [
     "load_results",
     "main",
     "make_problems",
+    "our_choices",
     "recompute",
     "run",
     "run_cell",
@@ -235,6 +236,13 @@ class BirkhoffVIConfig:
 
 
 _SHARED = ("method", "sigma", "seed", "n", "n_reps", "centre_scale", "n_eval_samples", "distance")
+
+
+def our_choices() -> dict[str, str]:
+    """The :class:`BirkhoffVIConfig` fields the paper leaves open, with what we chose and why:
+    field name -> its help text (those that start with "our choice")."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(BirkhoffVIConfig)
+            if f.metadata.get("help", "").startswith("our choice")}  # fmt: skip
 
 #: The table: the paper's grid of methods and noise levels.
 TABLES: dict[str, dict] = {

@@ -164,3 +164,11 @@ def test_bad_config_is_refused():
         BirkhoffVIConfig(rounding_noise_maxes=(0.05,))
     with pytest.raises(ValueError, match="thetas"):
         BirkhoffVIConfig(thetas=(-1.0,))
+
+
+def test_the_choices_the_paper_leaves_open_are_listed():
+    choices = birkhoff_vi.our_choices()
+    for name in ("centre_scale", "prior_eta", "n_iters", "n_mc", "n_eval_samples", "init",
+                 "sb_taus", "rounding_noise_maxes", "mallows_mcmc_steps"):
+        assert name in choices and choices[name].startswith("our choice")
+    assert "lr" not in choices and "rounding_sinkhorn_iters" not in choices  # the paper's
