@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= test,book
 MODE ?= ci
 
-.PHONY: setup demo book browser bench test test-fast lint lab clean
+.PHONY: setup demo book browser bench gpu-check test test-fast lint lab clean
 
 setup: $(VENV)/.installed
 
@@ -54,6 +54,15 @@ RECORD ?=
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.run --$(BENCH) --device $(DEVICE) $(if $(RECORD),--record)
+
+# The GPU path in one unattended run (under 8 minutes, on a machine with CUDA): the gpu-marked
+# tests, the Sinkhorn forward against the bandwidth floor at B = 1024, one sorting and one jigsaw
+# cell on CUDA, the quick benchmark on CUDA, into _build/gpu_check/<device>/ (GPU_OUT=DIR to
+# change). Uses .venv if present, else python3 ($PYTHON to choose); without CUDA it says so and
+# exits with status 3. See benchmarks/gpu_check.sh.
+GPU_OUT ?=
+gpu-check:
+	bash benchmarks/gpu_check.sh $(GPU_OUT)
 
 # JupyterLab on the chapters (the `lab` extra: jupyterlab + jupytext, with the book extra's
 # kernel and plotting): a notebooks/*.md chapter opens as a notebook with one click (jupytext's
