@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -197,9 +198,12 @@ class ResultsStore:
         """Create the folder and check that a file can be written there (before any training)."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / f".{self.path.stem}.probe"
-            probe.write_text("ok")
-            probe.unlink()
+            # a probe of this process's own: runners sharing the folder probe at the same time
+            fd, probe = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".probe",
+                                         dir=self.dir)  # fmt: skip
+            os.write(fd, b"ok")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             raise OSError(f"cannot write results to {self.dir}: {exc}") from exc
 
