@@ -144,7 +144,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     on_step: Callable[[int], None] | None = None,
-    shared_streams: Sequence[str] = ("data",),
+    shared_streams: Sequence[str] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``n_steps`` optimizer steps; resumable.
 
@@ -169,7 +169,9 @@ def fit(
             a noise scale); it must depend on the step only, so a resumed run matches.
         shared_streams: under torchrun, the generators that draw the same numbers on every rank
             (the global batch); the others are reseeded per rank (see the module docstring).
-            Ignored in a single process.
+            Default: ``("data",)`` (a runner without a ``"data"`` stream then draws a global
+            batch per rank and keeps its share of it: valid, but not the 1-process run). Names
+            given here must be keys of ``generators``. Ignored in a single process.
 
     Returns:
         A :class:`FitResult`.
@@ -180,10 +182,11 @@ def fit(
     device = distributed.device_for_rank(device) if parallel else torch.device(device)
     r, k = (distributed.rank(), distributed.world_size()) if parallel else (0, 1)
     gens = dict(generators or {})
-    unknown = set(shared_streams) - set(gens)
-    if parallel and unknown and gens:
-        raise ValueError(f"shared_streams names {sorted(unknown)}, not among the generators "
-                         f"{sorted(gens)}")  # fmt: skip
+    if shared_streams is None:
+        shared_streams = ("data",)
+    elif set(shared_streams) - set(gens):
+        raise ValueError(f"shared_streams names {sorted(set(shared_streams) - set(gens))}, not "
+                         f"among the generators {sorted(gens)}")  # fmt: skip
     own = [name for name in gens if name not in shared_streams]  # per-rank streams
     for name in own if parallel else ():
         distributed.offset_generator(gens[name], r)

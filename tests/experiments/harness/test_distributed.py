@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from permlib.data import sample_sorting_batch
-from permlib.experiments.harness import command_line, distributed, generators, provenance
+from permlib.experiments.harness import (
+    command_line,
+    distributed,
+    fit,
+    generators,
+    provenance,
+)
 from tests.experiments.harness import ddp_worker
 
 WORKER = Path(ddp_worker.__file__)
@@ -72,6 +78,15 @@ def test_offset_generator_gives_the_ranks_own_stream():
     assert not torch.equal(torch.rand(5, generator=g2), torch.rand(5, generator=g0))
     with pytest.raises(ValueError, match="rank"):
         generators(0, names, rank=-1)
+
+
+def test_fit_refuses_shared_streams_it_does_not_have():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.ones(4, 2)
+    with pytest.raises(ValueError, match=r"shared_streams names \['dta'\]"):
+        fit(model, lambda m, b: m(b).mean(), lambda step: x, opt, 1,
+            generators=generators(0, ("data",)), shared_streams=("dta",), progress=False)
 
 
 def test_single_process_collectives_are_identities(monkeypatch):
