@@ -31,6 +31,7 @@ __all__ = [
     "finite_range",
     "hall_violation",
     "infeasible_error",
+    "item_mask",
     "nonfinite",
     "plain",
 ]
@@ -414,3 +415,39 @@ def check_partial_permutation(perm: object, name: str, m: int) -> torch.Tensor:
     if bool(((s[..., 1:] == s[..., :-1]) & (s[..., 1:] >= 0)).any()):
         raise ValueError(f"{name} assigns a column to more than one row")
     return perm
+
+
+def item_mask(
+    perm: torch.Tensor, name: str, n_rows: object = None, mask: object = None
+) -> torch.Tensor | None:
+    """The items of a ``(..., N)`` batch of (partial) permutations that count, as a bool
+    ``(..., N)`` mask (an expanded view), or ``None`` when all do.
+
+    ``n_rows`` (an int or an integer tensor broadcastable to the batch shape ``perm.shape[:-1]``):
+    item ``i`` of batch entry ``b`` counts when ``i < n_rows[b]``; ``mask`` (bool, broadcastable
+    to ``perm.shape``): ``True`` where an item counts. Given together they are combined.
+    """
+    if n_rows is None and mask is None:
+        return None
+    batch, n = perm.shape[:-1], perm.shape[-1]
+    out = None
+    if n_rows is not None:
+        rows = _check_sizes(n_rows, "n_rows", n, batch, perm.device)
+        out = torch.arange(n, device=perm.device) < rows.unsqueeze(-1)
+    if mask is not None:
+        mask = check_tensor(mask, "mask")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+        if mask.device != perm.device:
+            raise ValueError(f"mask is on {mask.device}, {name} on {perm.device}")
+        try:
+            fits = torch.broadcast_shapes(tuple(mask.shape), tuple(perm.shape)) == perm.shape
+        except RuntimeError:
+            fits = False
+        if mask.dim() < 1 or not fits:
+            raise ValueError(
+                f"mask must have {name}'s shape {tuple(perm.shape)} (or broadcast to it), got "
+                f"{tuple(mask.shape)}"
+            )
+        out = mask if out is None else out & mask
+    return out.expand(perm.shape)

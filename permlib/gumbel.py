@@ -4,6 +4,12 @@ Adding i.i.d. Gumbel noise ``eps`` to log-potentials ``X`` and taking the exact 
 sample from the Gumbel-Matching distribution ``G.M.(X) = M(X + eps)``; replacing the matching by the
 Sinkhorn operator gives its relaxation, ``G.S.(X, tau) = S((X + eps) / tau)``, which tends to
 ``M(X + eps)`` as ``tau -> 0`` (Mena et al., 2018, ``mena2018learning``).
+
+Rectangular ``(..., N, M)`` scores, forbidden pairs (``-inf``) and padded batches
+(``n_rows``/``n_cols``/``mask``) are accepted as by :func:`permlib.sinkhorn` and
+:func:`permlib.matching`: the samples are then partial permutations (matrices whose shorter side
+sums to 1, the longer to at most 1), exactly 0 on excluded entries. A ``-inf`` score stays
+``-inf`` after the noise is added.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from permlib._checks import (
     check_positive_int,
     check_positive_real,
     defers,
+    entry_mask,
     extremes,
-    finite_range,
+    plain,
 )
 from permlib.matching import matching
 from permlib.permutations import permutation_matrix
@@ -102,10 +109,12 @@ def perturb(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """``n_samples`` Gumbel perturbations of ``log_alpha``: ``(..., N, N) -> (S, ..., N, N)``.
+    """``n_samples`` Gumbel perturbations of ``log_alpha``: ``(..., N, M) -> (S, ..., N, M)``.
 
-    ``noise_factor`` scales the noise (0 is allowed and returns copies of ``log_alpha``). The
-    perturbed scores are finite by construction: a ``noise_factor`` whose noise, added to
+    ``noise_factor`` scales the noise (0 is allowed and returns copies of ``log_alpha``).
+    ``-inf`` entries (forbidden pairs) stay ``-inf``; NaN and ``+inf`` are errors. The
+    perturbed scores of finite entries are finite by construction: a ``noise_factor`` whose
+    noise, added to
     ``log_alpha``, could overflow ``log_alpha``'s dtype (e.g. ``1e38`` in float32) raises
     ``ValueError`` before drawing (the bound is the largest Gumbel sample times ``noise_factor``
     plus ``max |log_alpha|``, computed from the finiteness check's min and max: no extra pass).
@@ -123,10 +132,31 @@ def perturb(
     return out
 
 
-def _check_input(log_alpha: torch.Tensor, noise_factor: float) -> None:
-    """The host checks of :func:`perturb`: finite ``log_alpha``, and noise that cannot overflow
-    (raise ``ValueError`` naming ``log_alpha`` or ``noise_factor``)."""
-    lo, hi = finite_range(log_alpha, "log_alpha")
+def _input_range(log_alpha: torch.Tensor, exists: torch.Tensor | None) -> tuple[float, float]:
+    """``(min, max)`` of the finite entries of ``log_alpha`` that exist, after refusing NaN and
+    ``+inf`` there (``-inf``, a forbidden pair, is accepted); ``(0, 0)`` without values."""
+    vals = plain(log_alpha).detach()
+    if vals.device.type == "meta" or not vals.numel():
+        return 0.0, 0.0
+    if exists is not None:
+        vals = torch.where(plain(exists), vals, 0.0)
+    lo, hi = extremes(vals).tolist()
+    if math.isnan(lo) or math.isnan(hi) or hi == math.inf:
+        raise ValueError(
+            "log_alpha contains invalid numeric entries (NaN or +inf; forbidden pairs are -inf)"
+        )
+    if lo == -math.inf:  # the finite range, without the forbidden pairs
+        lo, hi = extremes(torch.where(vals > -math.inf, vals, 0.0)).tolist()
+    return lo, hi
+
+
+def _check_input(
+    log_alpha: torch.Tensor, noise_factor: float, exists: torch.Tensor | None = None
+) -> None:
+    """The host checks of :func:`perturb`: no NaN or ``+inf`` in ``log_alpha`` (where it exists),
+    and noise that cannot overflow (raise ``ValueError`` naming ``log_alpha`` or
+    ``noise_factor``)."""
+    lo, hi = _input_range(log_alpha, exists)
     if noise_factor == 0:
         return
     noise_bound = noise_factor * _gumbel_bound(log_alpha.dtype)
@@ -144,6 +174,7 @@ def _perturb(
     n_samples: int,
     noise_factor: float,
     generator: torch.Generator | None,
+    exists: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`perturb` without its host read where checks are deferred (CUDA).
 
@@ -151,14 +182,22 @@ def _perturb(
     (CPU), else a 0-d bool tensor on the device, true when ``log_alpha`` is not finite or the
     noise could overflow; the perturbed scores are then NaN, so that any later check of them
     (the Sinkhorn call's own deferred check, matching's on the host) fails too, and the caller
-    re-runs :func:`_check_input` for the error that names the argument.
+    re-runs :func:`_check_input` for the error that names the argument. ``exists``: the
+    entries that exist (padded batches); the others are never read and are ``-inf`` in the
+    result.
     """
-    check_float_matrix(log_alpha, "log_alpha", finite=False)
+    check_float_matrix(log_alpha, "log_alpha", square=False, finite=False)
     n_samples = check_positive_int(n_samples, "n_samples")
     if noise_factor != 0:
         noise_factor = check_positive_real(noise_factor, "noise_factor")
     check_generator(generator, log_alpha.device, "log_alpha")
     defer = defers(log_alpha.device) and log_alpha.numel() > 0
+    if exists is not None:  # padding: checked on the host, never read, -inf in the result
+        _check_input(log_alpha, noise_factor, exists)
+        out, _ = _perturb(
+            torch.where(exists, log_alpha, -math.inf), n_samples, noise_factor, generator
+        )
+        return out, None
     if not defer:
         _check_input(log_alpha, noise_factor)
     expanded = log_alpha.unsqueeze(0).expand((n_samples,) + tuple(log_alpha.shape))
@@ -172,10 +211,14 @@ def _perturb(
     if not defer:
         return out, None
     ext = extremes(log_alpha).double()
-    bad = ~torch.isfinite(ext).all()
+    # NaN or +inf; -inf (a forbidden pair) is accepted: then the lower end of the overflow check
+    # is not known on the device (a finite entry within the noise of -finfo.max would become
+    # -inf, i.e. forbidden, unnoticed: an entry within 16 of -3.4e38 in float32)
+    bad = torch.isnan(ext).any() | (ext[1] == math.inf)
     if noise_factor != 0:
         bound = noise_factor * _gumbel_bound(log_alpha.dtype)
-        bad = bad | (ext.abs().amax() + bound > torch.finfo(log_alpha.dtype).max)
+        size = torch.where(torch.isfinite(ext), ext.abs(), 0.0).amax()
+        bad = bad | (size + bound > torch.finfo(log_alpha.dtype).max)
     return out.masked_fill_(bad, math.nan), bad
 
 
@@ -189,24 +232,40 @@ def gumbel_sinkhorn(
     tol: float | None = None,
     backward: Backward = "unroll",
     generator: torch.Generator | None = None,
+    n_rows: int | torch.Tensor | None = None,
+    n_cols: int | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gumbel-Sinkhorn samples ``S((log_alpha + noise_factor * eps) / tau)``.
 
     Args:
-        log_alpha: ``(..., N, N)`` scores (maximized); rows index items, columns positions.
+        log_alpha: ``(..., N, M)`` scores (maximized); rows index items, columns positions.
+            ``-inf`` marks a forbidden pair; ``N != M`` gives partial permutations (as
+            :func:`permlib.sinkhorn`).
         tau, n_iters, tol, backward: as in :func:`permlib.log_sinkhorn`.
         n_samples: number of independent noise draws per matrix.
         noise_factor: scale of the Gumbel noise (0 gives the plain Sinkhorn operator).
         generator: a ``torch.Generator`` for reproducible noise.
+        n_rows, n_cols, mask: a padded batch, as in :func:`permlib.sinkhorn` (shapes of
+            ``log_alpha``'s batch, not of the samples'): the padding is never read, exactly 0
+            in the samples and ``-inf`` in the perturbed scores, with zero gradient.
 
     Returns:
-        ``(samples, perturbed)``, both ``(n_samples, ..., N, N)``: the doubly stochastic samples
-        and the perturbed log-potentials ``log_alpha + noise_factor * eps``, differentiable with
+        ``(samples, perturbed)``, both ``(n_samples, ..., N, M)``: the doubly stochastic samples
+        (partial permutations for rectangular, padded or forbidden-pair problems) and the
+        perturbed log-potentials ``log_alpha + noise_factor * eps``, differentiable with
         respect to ``log_alpha``.
     """
-    perturbed, bad = _perturb(log_alpha, n_samples, noise_factor, generator)
+    exists = None
+    if n_rows is not None or n_cols is not None or mask is not None:
+        check_float_matrix(log_alpha, "log_alpha", square=False, finite=False)
+        exists = entry_mask(log_alpha, "log_alpha", n_rows, n_cols, mask)
+    perturbed, bad = _perturb(log_alpha, n_samples, noise_factor, generator, exists)
     try:  # on CUDA, the input checks ride on the Sinkhorn call's one deferred host read
-        samples = sinkhorn(perturbed, tau=tau, n_iters=n_iters, tol=tol, backward=backward)
+        samples = sinkhorn(
+            perturbed, tau=tau, n_iters=n_iters, tol=tol, backward=backward,
+            mask=None if exists is None else exists.expand(perturbed.shape),
+        )
     except ValueError:
         if bad is not None and bool(bad):
             _check_input(log_alpha, noise_factor)
@@ -220,19 +279,35 @@ def gumbel_matching(
     noise_factor: float = 1.0,
     *,
     generator: torch.Generator | None = None,
+    n_rows: int | torch.Tensor | None = None,
+    n_cols: int | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact samples of the Gumbel-Matching distribution ``M(log_alpha + noise_factor * eps)``.
 
+    ``log_alpha`` is ``(..., N, M)``, ``-inf`` for forbidden pairs; ``n_rows``/``n_cols``/``mask``
+    describe a padded batch, as in :func:`permlib.matching`.
+
     Returns:
-        ``(samples, perturbed)``, both ``(n_samples, ..., N, N)``: permutation matrices in
-        ``log_alpha``'s dtype (``samples.argmax(-1)`` gives the index form) and the perturbed
-        log-potentials. The samples carry no gradient.
+        ``(samples, perturbed)``, both ``(n_samples, ..., N, M)``: permutation matrices in
+        ``log_alpha``'s dtype (``samples.argmax(-1)`` gives the index form of a square one;
+        rectangular and padded problems give partial permutation matrices,
+        ``permutation_matrix(perm, m=M)`` of :func:`permlib.matching`'s result, zero rows for
+        unassigned and padded rows) and the perturbed log-potentials (``-inf`` on the
+        padding). The samples carry no gradient.
     """
-    perturbed, bad = _perturb(log_alpha, n_samples, noise_factor, generator)
+    exists = None
+    if n_rows is not None or n_cols is not None or mask is not None:
+        check_float_matrix(log_alpha, "log_alpha", square=False, finite=False)
+        exists = entry_mask(log_alpha, "log_alpha", n_rows, n_cols, mask)
+    perturbed, bad = _perturb(log_alpha, n_samples, noise_factor, generator, exists)
+    n, m = log_alpha.shape[-2:]
     try:  # on CUDA, the input checks ride on matching's transfer to the host (NaN if bad)
-        perm = matching(perturbed)
+        perm = matching(perturbed, mask=None if exists is None else exists.expand(perturbed.shape))
     except ValueError:
         if bad is not None and bool(bad):
             _check_input(log_alpha, noise_factor)
         raise
-    return permutation_matrix(perm, dtype=log_alpha.dtype), perturbed
+    if exists is None and n == m:
+        return permutation_matrix(perm, dtype=log_alpha.dtype), perturbed
+    return permutation_matrix(perm, dtype=log_alpha.dtype, m=m), perturbed

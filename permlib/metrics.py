@@ -15,6 +15,13 @@ Order-based metrics take ``reduction="mean"`` (a scalar over the batch) or ``"no
 per permutation, shape ``(...)``). Permutations may have any integer dtype (``uint8`` included):
 every metric computes in int64 or by comparisons, never by differences in the input's dtype.
 
+Rectangular and padded problems (the partial permutations of :func:`permlib.matching`): the
+order metrics take ``m=`` (the number of columns; entries ``-1 .. m - 1``, ``-1`` for an
+unassigned item) and ``n_rows=``/``mask=`` (the items that count in each batch entry; the others
+are never read); :func:`constraint_error` takes ``(..., N, M)`` matrices and
+``n_rows``/``n_cols``/``mask`` as :func:`permlib.sinkhorn` does; :func:`l1_error` and
+:func:`l2_error` take ``mask=`` (the entries averaged).
+
 Empty batches: ``reduction="none"`` on a batch with no permutations (``(0, N)``, or ``(0, N, N)``
 for :func:`constraint_error`) returns an empty result of shape ``(...)``; a ``"mean"`` or ``"max"``
 of an empty batch raises ``ValueError`` naming the argument, since the mean of nothing is undefined
@@ -24,6 +31,7 @@ would be taken over no entries, and return an empty tensor when the result itsel
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -31,14 +39,17 @@ import torch
 from permlib._checks import (
     check_finite,
     check_float_matrix,
+    check_partial_permutation,
     check_permutation,
     check_same_device,
     check_same_shape,
     check_tensor,
     defers,
+    entry_mask,
+    item_mask,
     nonfinite,
 )
-from permlib.permutations import _invert
+from permlib.permutations import _invert, invert_permutation
 
 __all__ = [
     "constraint_error",
@@ -65,6 +76,40 @@ def _check_pair(pred: torch.Tensor, true: torch.Tensor) -> tuple[torch.Tensor, t
     return pred.long(), true.long()
 
 
+def _check_partial_pair(
+    pred: torch.Tensor,
+    true: torch.Tensor,
+    m: int | None,
+    n_rows: object,
+    mask: object,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Checked partial permutations ``(pred, true)`` (int64, ``-1`` for the items that do not
+    count), the ``(..., N)`` mask of the items that count and ``m``."""
+    check_tensor(pred, "pred")
+    check_tensor(true, "true")
+    check_same_device(pred=pred, true=true)
+    check_same_shape(pred=pred, true=true)
+    for name, t in (("pred", pred), ("true", true)):
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must have an integer dtype, got {t.dtype}")
+        if t.dim() < 1 or t.shape[-1] == 0:
+            raise ValueError(f"{name} must have shape (..., N) with N >= 1, got {tuple(t.shape)}")
+    m = pred.shape[-1] if m is None else m
+    valid = item_mask(pred, "pred", n_rows, mask)
+    if valid is None:
+        valid = torch.ones(pred.shape, dtype=torch.bool, device=pred.device)
+    out = []
+    for name, t in (("pred", pred), ("true", true)):
+        t = torch.where(valid, t.long(), -1)  # the items that do not count are not read
+        check_partial_permutation(t, name, m)
+        out.append(t)
+    return out[0], out[1], valid, m
+
+
+def _partial(m: object, n_rows: object, mask: object) -> bool:
+    return m is not None or n_rows is not None or mask is not None
+
+
 def _reduce(
     values: torch.Tensor,
     reduction: str,
@@ -88,19 +133,48 @@ def _reduce(
 
 
 def prop_wrong(
-    pred: torch.Tensor, true: torch.Tensor, reduction: Reduction = "mean"
+    pred: torch.Tensor,
+    true: torch.Tensor,
+    reduction: Reduction = "mean",
+    *,
+    m: int | None = None,
+    n_rows: int | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fraction of items in a wrong position: a ``(..., N)`` pair -> ``(...)`` or a scalar."""
-    pred, true = _check_pair(pred, true)
-    return _reduce((pred != true).float().mean(dim=-1), reduction, "pred", pred)
+    """Fraction of items in a wrong position: a ``(..., N)`` pair -> ``(...)`` or a scalar.
+
+    Partial permutations (``m``, ``n_rows``, ``mask``; see the module docstring): the fraction
+    of the items that count whose column differs (an item unassigned in one and assigned in the
+    other is wrong); 0 for a batch entry with no item that counts.
+    """
+    if not _partial(m, n_rows, mask):
+        pred, true = _check_pair(pred, true)
+        return _reduce((pred != true).float().mean(dim=-1), reduction, "pred", pred)
+    pred, true, valid, _ = _check_partial_pair(pred, true, m, n_rows, mask)
+    wrong = ((pred != true) & valid).sum(dim=-1)
+    count = valid.sum(dim=-1)
+    values = torch.where(count > 0, wrong / count.clamp_min(1), 0.0).float()
+    return _reduce(values, reduction, "pred", pred)
 
 
 def prop_any_wrong(
-    pred: torch.Tensor, true: torch.Tensor, reduction: Reduction = "mean"
+    pred: torch.Tensor,
+    true: torch.Tensor,
+    reduction: Reduction = "mean",
+    *,
+    m: int | None = None,
+    n_rows: int | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """1 for each permutation with at least one misplaced item, else 0 (then averaged)."""
-    pred, true = _check_pair(pred, true)
-    return _reduce((pred != true).any(dim=-1).float(), reduction, "pred", pred)
+    """1 for each permutation with at least one misplaced item, else 0 (then averaged).
+
+    Partial permutations (``m``, ``n_rows``, ``mask``): among the items that count.
+    """
+    if not _partial(m, n_rows, mask):
+        pred, true = _check_pair(pred, true)
+        return _reduce((pred != true).any(dim=-1).float(), reduction, "pred", pred)
+    pred, true, valid, _ = _check_partial_pair(pred, true, m, n_rows, mask)
+    return _reduce(((pred != true) & valid).any(dim=-1).float(), reduction, "pred", pred)
 
 
 def kendall_tau(
@@ -108,6 +182,10 @@ def kendall_tau(
     true: torch.Tensor,
     reduction: Reduction = "mean",
     convention: Convention = "items",
+    *,
+    m: int | None = None,
+    n_rows: int | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Kendall's tau between a predicted and a true permutation, in one of two conventions.
 
@@ -134,13 +212,33 @@ def kendall_tau(
         pred, true: ``(..., N)`` integer permutations (any integer dtype), same shape and device.
         reduction: ``"mean"`` over the batch (a scalar) or ``"none"`` (``(...)``).
         convention: ``"items"`` or ``"papers"``, as above.
+        m, n_rows, mask: partial permutations of a rectangular or padded batch (see the module
+            docstring). The two sequences are then compared where both are defined: by items,
+            on the items that count and are assigned in both; by positions, on the columns
+            that both give to an item that counts. With ``K`` such entries, tau is computed
+            over their ``K (K - 1) / 2`` pairs (1 when ``K <= 1``).
 
     Returns:
         float32 tau, ``(...)`` or a scalar; 1 for ``N = 1`` (the single ordering is correct).
     """
-    pred, true = _check_pair(pred, true)
     if convention not in _CONVENTIONS:
         raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}")
+    if _partial(m, n_rows, mask):
+        pred, true, valid, m = _check_partial_pair(pred, true, m, n_rows, mask)
+        if convention == "papers":
+            pred, true = invert_permutation(pred, m=m), invert_permutation(true, m=m)
+            both = (pred >= 0) & (true >= 0)
+        else:
+            both = valid & (pred >= 0) & (true >= 0)
+        pairs = both.unsqueeze(-1) & both.unsqueeze(-2)
+        before_pred = pred.unsqueeze(-1) < pred.unsqueeze(-2)
+        discordant = (before_pred ^ (true.unsqueeze(-1) < true.unsqueeze(-2))) & pairs
+        n_discordant = discordant.flatten(-2).sum(dim=-1)
+        k = both.sum(dim=-1)
+        total = (k * (k - 1)).clamp_min(1)
+        tau = torch.where(k > 1, 1.0 - 2.0 * n_discordant.double() / total, 1.0)
+        return _reduce(tau.float(), reduction, "pred", pred)
+    pred, true = _check_pair(pred, true)
     n = pred.shape[-1]
     if n == 1:
         return _reduce(torch.ones(pred.shape[:-1], device=pred.device), reduction, "pred", pred)
@@ -153,6 +251,60 @@ def kendall_tau(
     n_discordant = discordant.flatten(-2).sum(dim=-1)  # int64, twice the discordant pairs
     tau = 1.0 - 2.0 * n_discordant.double() / (n * (n - 1))
     return _reduce(tau.float(), reduction, "pred", pred)
+
+
+def _masked_mean_error(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    dim: int | tuple[int, ...] | None,
+    power: int,
+    fname: str,
+    mask: object,
+) -> torch.Tensor:
+    """:func:`_mean_error` over the entries where ``mask`` is ``True`` (the others not read):
+    the same computation on zeros there, the mean rescaled by the fraction of entries that
+    count (exact in float64 up to one rounding)."""
+    for name, t in (("pred", pred), ("target", target)):
+        check_tensor(t, name)
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
+    check_same_device(pred=pred, target=target)
+    check_same_shape(pred=pred, target=target)
+    mask = check_tensor(mask, "mask")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+    check_same_device(pred=pred, mask=mask)
+    try:
+        fits = torch.broadcast_shapes(tuple(mask.shape), tuple(pred.shape)) == pred.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"mask must have pred's shape {tuple(pred.shape)} (or broadcast to it), got "
+            f"{tuple(mask.shape)}"
+        )
+    mask = mask.expand(pred.shape)
+    count = mask.sum() if dim is None else mask.sum(dim=dim)
+    if pred.numel() and bool((count == 0).any()):
+        raise ValueError(
+            f"mask selects no entry of pred and target for some of the means: {fname} over no "
+            "entries is undefined"
+        )
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    a = torch.where(mask, pred, zero)
+    b = torch.where(mask, target, zero.to(target.dtype))
+    full = _mean_error(a, b, dim, power, fname)
+    if not pred.numel():
+        return full
+    per = mask.numel() if dim is None else math.prod(
+        pred.shape[d] for d in ((dim,) if isinstance(dim, int) else dim)
+    )
+    out = (full.double() * (per / count.double())).to(full.dtype)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            f"{fname} of pred and target overflows {out.dtype}; pass float64 tensors"
+        )
+    return out
 
 
 def _mean_error(
@@ -223,51 +375,101 @@ def _mean_error(
 
 
 def l1_error(
-    pred: torch.Tensor, target: torch.Tensor, dim: int | tuple[int, ...] | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    dim: int | tuple[int, ...] | None = None,
+    *,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean absolute error between a reconstruction and the truth, averaged over ``dim`` (all).
 
     Args:
         pred, target: floating tensors of one shape, finite (checked).
         dim: dimension(s) averaged over; ``None`` for all (a scalar).
+        mask: bool, broadcastable to ``pred``: average over the ``True`` entries only (e.g. the
+            real items of a padded batch; the others are never read). Every mean must have at
+            least one entry.
 
     Returns:
         The mean, in the dtype ``pred - target`` would have; computed in float64 without
         overflow (see the module docstring for empty inputs). A mean too large for that dtype
         raises ``ValueError`` rather than returning inf.
     """
+    if mask is not None:
+        return _masked_mean_error(pred, target, dim, 1, "l1_error", mask)
     return _mean_error(pred, target, dim, power=1, fname="l1_error")
 
 
 def l2_error(
-    pred: torch.Tensor, target: torch.Tensor, dim: int | tuple[int, ...] | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    dim: int | tuple[int, ...] | None = None,
+    *,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean squared error between a reconstruction and the truth, averaged over ``dim`` (all).
 
     Args and returns as :func:`l1_error` (the mean of ``(pred - target) ** 2``).
     """
+    if mask is not None:
+        return _masked_mean_error(pred, target, dim, 2, "l2_error", mask)
     return _mean_error(pred, target, dim, power=2, fname="l2_error")
 
 
 def constraint_error(
-    p: torch.Tensor, reduction: Literal["none", "mean", "max"] = "none"
+    p: torch.Tensor,
+    reduction: Literal["none", "mean", "max"] = "none",
+    *,
+    n_rows: int | torch.Tensor | None = None,
+    n_cols: int | torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Max over rows and columns of ``|sum - 1|`` (``hste``, section 2): 0 iff the sums are 1.
 
     Args:
-        p: ``(..., N, N)`` non-log matrix (e.g. the output of :func:`permlib.sinkhorn`).
+        p: ``(..., N, N)`` non-log matrix (e.g. the output of :func:`permlib.sinkhorn`), or
+            ``(..., N, M)``: see below.
         reduction: ``"none"`` for ``(...)`` per matrix, or ``"mean"``/``"max"`` over the batch
             (an empty batch raises ``ValueError`` for those; ``"none"`` gives an empty result).
+        n_rows, n_cols, mask: a padded batch, as in :func:`permlib.sinkhorn` (the padding is
+            never read).
 
-    ``p`` must be finite (``ValueError`` naming ``p``); on CUDA that is read from the device
-    once, after the result is computed, instead of before.
+    Rectangular matrices and padded batches are measured against the constraints of a partial
+    permutation (what :func:`permlib.sinkhorn` returns for them): with ``R`` present rows and
+    ``C`` present columns, the shorter side's sums must be 1 (``|sum - 1|``), the longer
+    side's at most 1 (``max(sum - 1, 0)``); a square item is measured as a square matrix.
+
+    ``p`` must be finite where it exists (``ValueError`` naming ``p``); on CUDA that is read
+    from the device once, after the result is computed, instead of before.
     """
-    defer = defers(p.device) if isinstance(p, torch.Tensor) else False
-    check_float_matrix(p, "p", finite=not defer)
-    rows = (p.sum(dim=-1) - 1).abs().amax(dim=-1)
-    cols = (p.sum(dim=-2) - 1).abs().amax(dim=-1)
+    if n_rows is None and n_cols is None and mask is None:
+        check_tensor(p, "p")
+        if p.dim() < 2 or p.shape[-1] == p.shape[-2]:  # the square case, as it always was
+            defer = defers(p.device)
+            check_float_matrix(p, "p", finite=not defer)
+            rows = (p.sum(dim=-1) - 1).abs().amax(dim=-1)
+            cols = (p.sum(dim=-2) - 1).abs().amax(dim=-1)
+            err = torch.maximum(rows, cols)
+            out = _reduce(err, reduction, "p", p, allowed=("none", "mean", "max"))
+            if defer and p.numel() and bool(nonfinite(p)):  # CUDA: read once, after the work
+                check_finite(p, "p")
+            return out
+    check_float_matrix(p, "p", square=False, finite=False)
+    exists = entry_mask(p, "p", n_rows, n_cols, mask)
+    q = p if exists is None else torch.where(exists, p, 0.0)
+    check_finite(q, "p")
+    if exists is None:
+        present_r = torch.ones(p.shape[:-1], dtype=torch.bool, device=p.device)
+        present_c = torch.ones(p.shape[:-2] + p.shape[-1:], dtype=torch.bool, device=p.device)
+    else:
+        present_r, present_c = exists.any(dim=-1), exists.any(dim=-2)
+    n_r, n_c = present_r.sum(dim=-1), present_c.sum(dim=-1)
+    dev_r, dev_c = q.sum(dim=-1) - 1, q.sum(dim=-2) - 1
+    exact_r = (n_r <= n_c).unsqueeze(-1)  # rows must sum to 1 (columns at most 1)
+    exact_c = (n_c <= n_r).unsqueeze(-1)
+    rows = torch.where(exact_r, dev_r.abs(), dev_r.clamp_min(0))
+    cols = torch.where(exact_c, dev_c.abs(), dev_c.clamp_min(0))
+    rows = torch.where(present_r, rows, 0.0).amax(dim=-1)
+    cols = torch.where(present_c, cols, 0.0).amax(dim=-1)
     err = torch.maximum(rows, cols)
-    out = _reduce(err, reduction, "p", p, allowed=("none", "mean", "max"))
-    if defer and p.numel() and bool(nonfinite(p)):  # CUDA: read once, after the work is queued
-        check_finite(p, "p")
-    return out
+    return _reduce(err, reduction, "p", p, allowed=("none", "mean", "max"))

@@ -228,3 +228,107 @@ def test_deferred_perturb_checks_read_the_host_once_and_name_the_argument(deferr
         mp.setattr(gumbel_module, "defers", lambda device: True)
         ours, _ = gumbel_sinkhorn(x, n_samples=3, generator=gen)
     assert torch.equal(ours, ref)
+
+
+# --- Issue 19: rectangular problems, forbidden pairs, padded batches -------------------------
+
+
+def _padded(seed, batch=4, n=4, m=6):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, n, m, generator=g, dtype=torch.float64)
+    rows = torch.tensor([n, 2, 1, 3])[:batch]
+    cols = torch.tensor([3, m, 2, 5])[:batch]  # item 0 has more rows than columns
+    exists = (torch.arange(n)[:, None] < rows[:, None, None]) & (
+        torch.arange(m) < cols[:, None, None]
+    )
+    return x.masked_fill(~exists, math.nan), rows, cols, exists
+
+
+def test_gumbel_sinkhorn_on_a_padded_batch():
+    x, rows, cols, exists = _padded(80)
+    x.requires_grad_()
+    gen = torch.Generator().manual_seed(0)
+    samples, perturbed = gumbel_sinkhorn(
+        x, tau=0.5, n_samples=3, n_rows=rows, n_cols=cols, generator=gen
+    )
+    assert samples.shape == perturbed.shape == (3, 4, 4, 6)
+    assert (samples[:, ~exists] == 0).all() and (perturbed[:, ~exists] == -math.inf).all()
+    ref = sinkhorn(perturbed.detach(), tau=0.5, n_rows=rows, n_cols=cols)
+    torch.testing.assert_close(samples.detach(), ref, rtol=0, atol=0)
+    w = torch.randn(samples.shape, dtype=torch.float64)
+    (samples * w).sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[~exists] == 0).all()
+    assert (x.grad[exists] != 0).any()
+
+
+def test_gumbel_matching_rectangular_and_padded():
+    x = torch.randn(3, 4, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(81))
+    hard, _ = gumbel_matching(x, n_samples=2, noise_factor=0.0)
+    expect = permutation_matrix(matching(x), m=7, dtype=torch.float64)
+    assert hard.shape == (2, 3, 4, 7) and torch.equal(hard[1], expect)
+    tall, _ = gumbel_matching(x.mT, n_samples=5, generator=torch.Generator().manual_seed(1))
+    assert (tall.sum(-2) == 1).all() and (tall.sum(-1) <= 1).all()  # every column assigned
+    y, rows, cols, exists = _padded(82)
+    hard, perturbed = gumbel_matching(y, n_samples=4, n_rows=rows, n_cols=cols,
+                                      generator=torch.Generator().manual_seed(2))
+    assert (hard[:, ~exists] == 0).all() and (perturbed[:, ~exists] == -math.inf).all()
+    again = matching(perturbed, n_rows=rows, n_cols=cols)
+    assert torch.equal(hard, permutation_matrix(again, m=6, dtype=torch.float64))
+    # forbidden pairs are never sampled
+    z = torch.zeros(6, 6)
+    z[torch.arange(6), torch.arange(6)] = -math.inf
+    derangements, _ = gumbel_matching(z, n_samples=200, generator=torch.Generator().manual_seed(3))
+    assert (derangements.diagonal(dim1=-2, dim2=-1) == 0).all()
+
+
+def test_perturb_keeps_forbidden_pairs_and_refuses_nan():
+    x = torch.zeros(3, 4)
+    x[1, 2] = -math.inf
+    out = perturb(x, 5, generator=torch.Generator().manual_seed(0))
+    assert (out[:, 1, 2] == -math.inf).all() and torch.isfinite(out[:, 0]).all()
+    x[0, 0] = math.nan
+    with pytest.raises(ValueError, match=r"log_alpha contains invalid numeric entries \(NaN or"):
+        perturb(x)
+
+
+def test_deferred_perturb_accepts_forbidden_pairs(deferred_checks):
+    x = torch.randn(2, 5, 5, generator=torch.Generator().manual_seed(4))
+    x[0, 1, 1] = -math.inf
+    samples, perturbed = gumbel_sinkhorn(x, n_samples=2, n_iters=50)
+    assert (perturbed[:, 0, 1, 1] == -math.inf).all() and (samples[:, 0, 1, 1] == 0).all()
+    assert torch.isfinite(samples).all()
+
+
+@pytest.mark.parametrize("kind", ["rectangular", "tall", "padded", "forbidden"])
+def test_hste_partial_permutations_and_masked_identity_gradient(kind):
+    g = torch.Generator().manual_seed(83)
+    kwargs = {}
+    if kind == "padded":
+        x, rows, cols, exists = _padded(84)
+        kwargs = {"n_rows": rows, "n_cols": cols}
+        keep = exists
+    else:
+        x = torch.randn(3, 4, 6 if kind != "tall" else 3, generator=g, dtype=torch.float64)
+        if kind == "forbidden":
+            x[:, 0, :2] = -math.inf
+        keep = x > -math.inf
+    x.requires_grad_()
+    hard = hungarian_ste(x, **kwargs)
+    perm = matching(x.detach(), **kwargs)
+    assert torch.equal(hard, permutation_matrix(perm, m=x.shape[-1], dtype=torch.float64))
+    w = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    (hard * w).sum().backward()
+    assert torch.equal(x.grad, torch.where(keep, w, 0.0))
+
+
+@JIT_DEPRECATION
+def test_hste_padded_under_torch_func():
+    x, rows, cols, exists = _padded(85)
+    ref = hungarian_ste(x, n_rows=rows, n_cols=cols)
+    mapped = torch.func.vmap(lambda a, r, c: hungarian_ste(a, n_rows=r, n_cols=c))(x, rows, cols)
+    assert torch.equal(mapped, ref)
+    jac = torch.func.jacfwd(lambda a: hungarian_ste(a, n_rows=2, n_cols=6))(x[1])
+    masked_identity = torch.diag(exists[1].flatten().double()).reshape(4, 6, 4, 6)
+    assert torch.equal(jac, masked_identity)
+    assert torch.equal(torch.func.jacrev(lambda a: hungarian_ste(a, n_rows=2, n_cols=6))(x[1]),
+                       masked_identity)

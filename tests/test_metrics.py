@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import kendalltau
 
-from permlib import invert_permutation, permutation_matrix
+from permlib import invert_permutation, permutation_matrix, sinkhorn
 from permlib.metrics import (
     constraint_error,
     kendall_tau,
@@ -317,3 +317,92 @@ def test_deferred_metric_checks_read_the_host_once_and_name_the_argument(monkeyp
     p[0, 1, 1] = math.nan
     with pytest.raises(ValueError, match="p contains invalid numeric entries"):
         constraint_error(p)
+
+
+# --- Issue 19: partial permutations, padded batches, rectangular constraint errors ----------
+
+
+def _padded_perms(seed, batch=6, n=7):
+    """Padded batches of permutations: item b is a permutation of 0..rows[b]-1, padding junk."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(1, n + 1, (batch,), generator=g)
+    pred = torch.full((batch, n), 99)
+    true = torch.full((batch, n), -5)
+    for b in range(batch):
+        r = int(rows[b])
+        pred[b, :r] = torch.randperm(r, generator=g)
+        true[b, :r] = torch.randperm(r, generator=g) if b % 2 else pred[b, :r]
+    return pred, true, rows
+
+
+def test_order_metrics_of_a_padded_batch_equal_each_item_alone():
+    pred, true, rows = _padded_perms(90)
+    wrong = prop_wrong(pred, true, reduction="none", n_rows=rows)
+    anyw = prop_any_wrong(pred, true, reduction="none", n_rows=rows)
+    items = kendall_tau(pred, true, reduction="none", n_rows=rows)
+    papers = kendall_tau(pred, true, reduction="none", n_rows=rows, convention="papers")
+    for b in range(len(rows)):
+        p, t = pred[b, : rows[b]], true[b, : rows[b]]
+        assert wrong[b].item() == pytest.approx(prop_wrong(p, t).item())
+        assert anyw[b].item() == prop_any_wrong(p, t).item()
+        assert items[b].item() == pytest.approx(kendall_tau(p, t).item(), abs=1e-6)
+        assert papers[b].item() == pytest.approx(
+            kendall_tau(p, t, convention="papers").item(), abs=1e-6
+        )
+    mask = torch.arange(7) < rows[:, None]
+    assert torch.equal(prop_wrong(pred, true, reduction="none", mask=mask), wrong)
+    assert prop_wrong(pred, true, n_rows=rows).item() == pytest.approx(wrong.mean().item())
+
+
+def test_order_metrics_of_partial_permutations():
+    """Rectangular matchings: -1 for an unassigned item, columns up to m - 1."""
+    pred = torch.tensor([[4, -1, 0, 2], [1, 0, 3, -1]])
+    true = torch.tensor([[4, 1, 0, 3], [1, 0, 3, -1]])
+    assert prop_wrong(pred, true, reduction="none", m=5).tolist() == [0.5, 0.0]
+    assert prop_any_wrong(pred, true, reduction="none", m=5).tolist() == [1.0, 0.0]
+    # by items: the items assigned in both (0, 2, 3 | 0, 1, 2), scipy on their columns
+    tau = kendall_tau(pred, true, reduction="none", m=5).tolist()
+    assert tau[0] == pytest.approx(_scipy_tau([4, 0, 2], [4, 0, 3]))
+    assert tau[1] == pytest.approx(1.0)
+    # by positions: the columns both give (0, 4 | 0, 1, 3), scipy on the items there
+    by_pos = kendall_tau(pred, true, reduction="none", m=5, convention="papers").tolist()
+    assert by_pos[0] == pytest.approx(_scipy_tau([2, 0], [2, 0]))
+    with pytest.raises(ValueError, match="assigns a column to more than one row"):
+        prop_wrong(torch.tensor([1, 1, -1]), torch.tensor([0, 1, 2]), m=3)
+    with pytest.raises(ValueError, match=r"pred must hold columns in 0..2 or -1"):
+        prop_wrong(torch.tensor([0, 5, -1]), torch.tensor([0, 1, 2]), m=3)
+    with pytest.raises(ValueError, match="n_rows must hold sizes in 0..3"):
+        prop_wrong(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), n_rows=4)
+
+
+def test_constraint_error_of_rectangular_and_padded_plans():
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.2]])  # rows 1, 0.9; columns 0.6, 0.9, 0.4
+    assert constraint_error(p).item() == pytest.approx(0.1)
+    assert constraint_error(p.mT).item() == pytest.approx(0.1)  # the columns must sum to 1
+    over = torch.tensor([[0.9, 0.6, 0.0], [0.5, 0.0, 0.5]])  # column 0 sums to 1.4
+    assert constraint_error(over).item() == pytest.approx(0.5)
+    x = torch.randn(4, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(91))
+    rows, cols = torch.tensor([5, 2, 4, 3]), torch.tensor([7, 6, 2, 3])
+    plan = sinkhorn(x, tau=0.5, n_iters=5000, tol=1e-12, n_rows=rows, n_cols=cols)
+    err = constraint_error(plan, n_rows=rows, n_cols=cols)
+    assert err.shape == (4,) and (err <= 1e-12).all()
+    junk = plan.clone()
+    junk[1, 2:, :] = math.nan  # padding (item 1 has 2 rows and 6 columns) is never read
+    junk[1, :, 6] = math.inf
+    assert torch.equal(constraint_error(junk, n_rows=rows, n_cols=cols), err)
+    # against the square reading, a padded square item is measured on its own block
+    assert constraint_error(plan[3, :3, :3]).item() == pytest.approx(err[3].item(), abs=1e-15)
+
+
+def test_reconstruction_errors_with_a_mask():
+    pred = torch.tensor([[1.0, 2.0, math.nan], [4.0, 0.0, 0.0]])
+    target = torch.tensor([[1.0, 4.0, 7.0], [0.0, 0.0, 1e30]])
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    assert l1_error(pred, target, mask=mask).item() == pytest.approx(6 / 4)
+    assert l2_error(pred, target, mask=mask).item() == pytest.approx(20 / 4)
+    assert l1_error(pred, target, dim=-1, mask=mask).tolist() == pytest.approx([1.0, 2.0])
+    assert l2_error(pred, target, dim=1, mask=mask).tolist() == pytest.approx([2.0, 8.0])
+    with pytest.raises(ValueError, match="mask selects no entry"):
+        l1_error(pred, target, dim=0, mask=mask)
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        l1_error(pred, target, mask=mask.float())
