@@ -319,11 +319,7 @@ def run_cell(config: AssemblyConfig, judged_by: tuple[DigitClassifier, dict], *,
         "data": _data(config).source,
         "judge": judged_by[1],
         "metrics": res,
-        "train": {"wall_s": round(tr.wall_s, 2), "steps": tr.step,
-                  "final_loss": tr.losses[-1] if tr.losses else None,
-                  "loss_curve": harness.learning_curve(tr.losses),
-                  "convergence_warnings": tr.convergence_warnings,
-                  "resumed_from_step": tr.resumed_from},  # fmt: skip
+        "train": tr.summary(),
         "eval_wall_s": round(time.perf_counter() - t0, 2),
     }
     out["wall_s"] = round(tr.wall_s + out["eval_wall_s"], 2)

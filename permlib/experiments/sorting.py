@@ -378,14 +378,7 @@ def run_cell(
     out = {
         "config": config.to_dict(),
         "metrics": res,
-        "train": {
-            "wall_s": round(tr.wall_s, 2),
-            "steps": tr.step,
-            "final_loss": tr.losses[-1] if tr.losses else None,
-            "loss_curve": harness.learning_curve(tr.losses),
-            "convergence_warnings": tr.convergence_warnings,
-            "resumed_from_step": tr.resumed_from,
-        },
+        "train": tr.summary(),
         "eval_wall_s": round(time.perf_counter() - t_eval, 2),
     }
     # training time over every session that worked on the cell (it resumes from checkpoints)

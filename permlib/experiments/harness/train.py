@@ -87,6 +87,18 @@ class FitResult:
     convergence_warnings: int = 0
     resumed_from: int | None = None
 
+    def summary(self) -> dict[str, Any]:
+        """The JSON-ready ``"train"`` entry of a results record: wall time, steps, final loss,
+        the learning curve (:func:`learning_curve`), convergence warnings and the resumed step."""
+        return {
+            "wall_s": round(self.wall_s, 2),
+            "steps": self.step,
+            "final_loss": self.losses[-1] if self.losses else None,
+            "loss_curve": learning_curve(self.losses),
+            "convergence_warnings": self.convergence_warnings,
+            "resumed_from_step": self.resumed_from,
+        }
+
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict | None:
     """The checkpoint's state, or ``None`` (after moving an unreadable file aside)."""
