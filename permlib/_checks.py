@@ -235,9 +235,15 @@ def check_has_data(x: torch.Tensor, name: str, what: str) -> None:
 
 def plain(t: torch.Tensor) -> torch.Tensor:
     """The plain tensor under every ``torch.func`` wrapper of ``t`` (under ``vmap`` it holds the
-    values of all the mapped items): what a host check can read."""
-    while torch._C._functorch.is_functorch_wrapped_tensor(t):
-        t = torch._C._functorch.get_unwrapped(t)
+    values of all the mapped items): what a host check can read. The mapped dimensions are
+    moved to the front (outermost ``vmap`` first), so that the plain tensors of several
+    arguments line up (broadcasting from the right) whatever their ``in_dims``."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        bdim = functorch.maybe_get_bdim(t) if functorch.is_batchedtensor(t) else None
+        t = functorch.get_unwrapped(t)
+        if bdim is not None and bdim > 0:
+            t = t.movedim(bdim, 0)
     return t
 
 

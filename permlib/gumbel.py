@@ -135,11 +135,11 @@ def perturb(
 def _input_range(log_alpha: torch.Tensor, exists: torch.Tensor | None) -> tuple[float, float]:
     """``(min, max)`` of the finite entries of ``log_alpha`` that exist, after refusing NaN and
     ``+inf`` there (``-inf``, a forbidden pair, is accepted); ``(0, 0)`` without values."""
+    if exists is not None:  # (under torch.func, where() lines the mapped items up)
+        log_alpha = torch.where(exists, log_alpha.detach(), 0.0)
     vals = plain(log_alpha).detach()
     if vals.device.type == "meta" or not vals.numel():
         return 0.0, 0.0
-    if exists is not None:
-        vals = torch.where(plain(exists), vals, 0.0)
     lo, hi = extremes(vals).tolist()
     if math.isnan(lo) or math.isnan(hi) or hi == math.inf:
         raise ValueError(

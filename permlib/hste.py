@@ -104,9 +104,8 @@ def hungarian_ste(
     exists = None
     if n_rows is not None or n_cols is not None or mask is not None:
         exists = entry_mask(log_alpha, "log_alpha", n_rows, n_cols, mask)
-    vals = plain(log_alpha).detach()  # read under torch.func too (all the mapped items)
-    if exists is not None:
-        vals = torch.where(plain(exists), vals, 0.0)
+    vals = log_alpha.detach() if exists is None else torch.where(exists, log_alpha.detach(), 0.0)
+    vals = plain(vals)  # read under torch.func too (all the mapped items)
     lo, hi = extremes(vals).tolist() if vals.numel() else (0.0, 0.0)
     if math.isnan(lo) or math.isnan(hi) or hi == math.inf:
         raise ValueError(

@@ -1538,11 +1538,11 @@ def _vectors_from_frame(u, v, mode, flip, n, m):
 def _check_general_input(log_alpha: torch.Tensor, exists: torch.Tensor | None) -> float:
     """NaN and ``+inf`` in the entries that exist are errors (``-inf`` is a forbidden pair);
     returns ``max |finite entry|`` (for :func:`_upcast_if_overflowing`)."""
+    if exists is not None:  # (under torch.func, where() lines the mapped items up)
+        log_alpha = torch.where(exists, log_alpha.detach(), 0.0)
     vals = plain(log_alpha).detach()
     if vals.device.type == "meta" or not vals.numel():
         return 0.0
-    if exists is not None:
-        vals = torch.where(plain(exists), vals, 0.0)
     lo, hi = extremes(vals).tolist()
     if math.isnan(lo) or math.isnan(hi) or hi == math.inf:
         raise ValueError(
@@ -1560,6 +1560,12 @@ def _check_feasible(allowed: torch.Tensor, rows: torch.Tensor, cols: torch.Tenso
     allowed, rows, cols = plain(allowed), plain(rows), plain(cols)
     if allowed.device.type == "meta" or not allowed.numel():
         return
+    # under vmap the mapped dimensions lead (plain): they name the item too
+    lead, (n, m) = allowed.shape[:-2], allowed.shape[-2:]
+    batch = tuple(lead[:-1]) + tuple(batch)
+    allowed = allowed.reshape(-1, n, m)
+    rows = rows.expand(lead + (n,)).reshape(-1, n)
+    cols = cols.expand(lead + (m,)).reshape(-1, m)
     full = rows.unsqueeze(-1) & cols.unsqueeze(-2)
     holes = (full & ~allowed).flatten(1).any(dim=1)
     if not bool(holes.any()):

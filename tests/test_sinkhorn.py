@@ -1250,6 +1250,20 @@ def test_rectangular_and_padded_under_vmap_and_grad():
     torch.testing.assert_close(per_sample, xa.grad, rtol=0, atol=1e-12)
     with pytest.raises(NotImplementedError, match="tol"):
         torch.func.vmap(lambda s: sinkhorn(s, tol=1e-3))(x)
+    # a mask mapped on another dimension than the scores, NaN in the padding; an infeasible
+    # item is named with the mapped dimension first
+    y = random_scores(78, (3, 2, 4, 4))
+    m = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.2
+    m[:, torch.arange(4), torch.arange(4)] = True
+    y = y.masked_fill(~m, math.nan)
+    mapped = torch.func.vmap(lambda s, k: sinkhorn(s, mask=k), in_dims=(1, None))(
+        y.transpose(0, 1), m
+    )
+    torch.testing.assert_close(mapped, sinkhorn(y, mask=m), rtol=0, atol=1e-14)
+    z = torch.zeros(3, 2, 3, 3)
+    z[1, 1, :2, 1:] = -math.inf
+    with pytest.raises(ValueError, match=r"batch item \(1, 1\): rows \[0, 1\]"):
+        torch.func.vmap(sinkhorn, in_dims=1)(z.transpose(0, 1))
 
 
 @given(n=st.integers(1, 6), m=st.integers(1, 6), seed=st.integers(0, 10_000))
