@@ -329,3 +329,12 @@ def test_rectangular_and_padded_under_vmap(generator):
         torch.func.vmap(lambda s: matching(s, mask=mask.expand(3, 6)))(x),
         matching(x, mask=mask.expand(4, 3, 6)),
     )
+
+
+def test_rectangular_padded_and_forbidden_stay_on_the_device(device, generator):
+    x = torch.randn(3, 4, 6, generator=generator)
+    x[0, 1, 2] = -math.inf
+    rows = torch.tensor([4, 2, 3])
+    on_device = matching(x.to(device), n_rows=rows.to(device))
+    assert on_device.device == x.to(device).device
+    assert torch.equal(on_device.cpu(), matching(x, n_rows=rows))

@@ -1035,9 +1035,9 @@ def padded_batch(seed, batch, n, m, forbid=0.0):
 
 @pytest.mark.parametrize("shape", [(3, 4, 7), (3, 7, 4), (2, 1, 6), (2, 5, 1)])
 @pytest.mark.parametrize("n_iters", [1, 5, 40])
-def test_rectangular_equals_the_explicit_dummy_rows(shape, n_iters):
+def test_rectangular_equals_the_explicit_dummy_rows(device, shape, n_iters):
     x = random_scores(60, shape)
-    ours = sinkhorn(x, tau=0.7, n_iters=n_iters)
+    ours = sinkhorn(x.to(device), tau=0.7, n_iters=n_iters).cpu()
     for b in range(shape[0]):
         ref = dense_reference(x[b], 0.7, n_iters)
         torch.testing.assert_close(ours[b], ref, rtol=0, atol=1e-12)
@@ -1106,20 +1106,20 @@ def test_small_tau_tends_to_the_rectangular_matching():
 @pytest.mark.filterwarnings("ignore::permlib.ConvergenceWarning")  # zeros, converged or not
 @pytest.mark.parametrize("backward", ["unroll", "implicit"])
 @pytest.mark.parametrize("plan", [True, False])
-def test_padding_and_forbidden_pairs_are_exact_zeros_with_zero_gradient(backward, plan):
+def test_padding_and_forbidden_pairs_are_exact_zeros_with_zero_gradient(device, backward, plan):
     x, rows, cols = padded_batch(64, 5, 5, 7, forbid=0.2)
-    x.requires_grad_()
+    x, rows, cols = x.to(device).requires_grad_(), rows.to(device), cols.to(device)
     fn = sinkhorn if plan else log_sinkhorn
     out = fn(x, tau=0.5, n_iters=300, tol=1e-12, backward=backward, n_rows=rows, n_cols=cols)
     p = out if plan else out.exp()
-    exists = (torch.arange(5)[:, None] < rows[:, None, None]) & (
-        torch.arange(7) < cols[:, None, None]
+    exists = (torch.arange(5, device=device)[:, None] < rows[:, None, None]) & (
+        torch.arange(7, device=device) < cols[:, None, None]
     )
     excluded = ~exists | (x.detach() == -math.inf)
     assert (p[excluded] == 0).all() and torch.isfinite(p).all()
     if not plan:
         assert (out[excluded] == -math.inf).all() and torch.isfinite(out[~excluded]).all()
-    w = random_scores(65, x.shape)
+    w = random_scores(65, x.shape).to(device)
     (p * w).sum().backward()
     assert torch.isfinite(x.grad).all() and (x.grad[excluded] == 0).all()
     assert x.grad[~excluded].abs().amax() > 0
