@@ -512,8 +512,9 @@ def example(model: JigsawNetwork, config: JigsawConfig, n: int = 4, seed: int = 
     data = _data(config)
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
+    index = torch.linspace(0, data.test.shape[0] - 1, n).long()  # spread over the test set
     b = sample_jigsaw_batch(data.test, config.grid, tiling=config.tiling,
-                            index=torch.arange(n), generator=gen, device=device)  # fmt: skip
+                            index=index, generator=gen, device=device)  # fmt: skip
     pred = model.predict(b.scrambled)
     put = reconstruct(permutation_matrix(pred, dtype=b.scrambled.dtype), b.scrambled, item_dims=3)
     return {"scrambled": from_pieces(b.scrambled, config.grid).cpu(),
