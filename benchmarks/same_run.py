@@ -121,7 +121,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ref", default="HEAD", help="git revision to compare against")
     parser.add_argument("--what", choices=("matching", "sinkhorn"), default="matching")
     parser.add_argument("--reps", type=int, default=30, help="interleaved rounds per case")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads (0: torch's default); 1 steadies the ratios on a loaded machine",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repo = Path.cwd()
     ref = load_reference(args.ref, repo)
     bench = bench_matching if args.what == "matching" else bench_sinkhorn
