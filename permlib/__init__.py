@@ -1,10 +1,12 @@
 """permlib: differentiable permutations in PyTorch.
 
-Conventions used everywhere: square inputs have shape ``(..., N, N)`` with batch dimensions first;
-rows index the items and columns the positions they can take; scores (log-potentials) are
-maximized, and costs appear only where a function says so; a permutation is an index tensor
-``perm`` of shape ``(..., N)`` with ``perm[..., i]`` the column given to row ``i``, and
-``permutation_matrix(perm)`` is its one-hot ``(..., N, N)`` form.
+Conventions used everywhere: inputs have shape ``(..., N, M)`` with batch dimensions first
+(square, ``M = N``, for permutations; rectangular for partial matchings); rows index the items
+and columns the positions they can take; scores (log-potentials) are maximized, and costs appear
+only where a function says so; ``-inf`` scores mark forbidden pairs, and ``n_rows``/``n_cols``/
+``mask`` describe padded batches of different sizes. A (partial) permutation is an index tensor
+``perm`` of shape ``(..., N)`` with ``perm[..., i]`` the column given to row ``i`` (``-1``: not
+assigned), and ``permutation_matrix(perm, m=M)`` is its one-hot ``(..., N, M)`` form.
 """
 
 from permlib import metrics

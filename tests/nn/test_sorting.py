@@ -117,18 +117,18 @@ def test_order_columns_relabels_the_initial_columns_by_slope():
 
     from permlib.nn import SortingNetwork
 
+    ends = torch.tensor([[0.0], [1.0]])
+
+    def slopes(net):
+        with torch.no_grad():
+            scores = net.g2(torch.relu(net.g1(ends)))
+        return scores[1] - scores[0]
+
     for init in ("glorot", "torch"):
         plain = SortingNetwork(20, init=init, generator=torch.Generator().manual_seed(3))
         ordered = SortingNetwork(20, init=init, order_columns=True,
                                  generator=torch.Generator().manual_seed(3))
         assert torch.equal(plain.g1.weight, ordered.g1.weight)  # only g2's rows move
-        ends = torch.tensor([[0.0], [1.0]])
-
-        def slopes(net):
-            with torch.no_grad():
-                scores = net.g2(torch.relu(net.g1(ends)))
-            return scores[1] - scores[0]
-
         slope, plain_slope = slopes(ordered), slopes(plain)
         assert bool((slope[1:] >= slope[:-1]).all())
         assert torch.equal(slope.sort().values, plain_slope.sort().values)
