@@ -1,0 +1,120 @@
+"""The network of NeuralSort's multi-digit MNIST sorting benchmark (Grover et al., ICLR 2019).
+
+Each number is a strip of ``d`` MNIST digits (``(1, 28, 28 d)``). One CNN, shared by every number
+of a list, maps a strip to ``out_features`` values: one score for the score-based relaxations
+(NeuralSort, SoftSort, sorting networks), or ``n`` log-potentials, a row of the ``n x n`` matrix
+of a Sinkhorn head, as in Grover et al.'s Sinkhorn baselines (which follow Mena et al.).
+
+The CNN of their code (``multi_mnist_cnn.deepnn``): 5 x 5 convolution with 32 channels, ReLU,
+2 x 2 max pooling, 5 x 5 convolution with 64 channels, ReLU, 2 x 2 max pooling, a dense layer of
+64 units with ReLU, and a dense layer to ``out_features``. Their strips are stacked vertically
+(``l * 28 x 28``); ours side by side (``28 x 28 l``): the same network up to a transposition of
+every image. Initialization: PyTorch's default (theirs: truncated normal with sd 0.1, biases
+0.1), drawn from ``generator``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MultiDigitCNN"]
+
+
+class MultiDigitCNN(nn.Module):
+    """Scores (or rows of log-potentials) of multi-digit strips.
+
+    Args:
+        n_digits: digits per strip ``d`` (4 in the benchmark).
+        out_features: outputs per strip (1: a score; ``n``: a row of log-potentials).
+        channels: the two convolutions' channels (32, 64 in Grover et al.'s code).
+        hidden: width of the dense layer (64).
+        generator: CPU generator for the initial weights (PyTorch's default initialization).
+
+    Shape:
+        ``forward(images)``: ``(..., 1, 28, 28 d) -> (..., out_features)``.
+    """
+
+    def __init__(self, n_digits: int = 4, out_features: int = 1,
+                 channels: tuple[int, int] = (32, 64), hidden: int = 64, *,
+                 generator: torch.Generator | None = None) -> None:  # fmt: skip
+        super().__init__()
+        sizes = (("n_digits", n_digits), ("out_features", out_features), ("hidden", hidden))
+        for name, v in sizes:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.n_digits, self.out_features = n_digits, out_features
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(c2 * 7 * 7 * n_digits, hidden), nn.ReLU(),
+            nn.Linear(hidden, out_features),
+        )  # fmt: skip
+        if generator is not None:
+            with torch.no_grad():
+                for m in self.modules():
+                    if isinstance(m, nn.Conv2d | nn.Linear):
+                        bound = 1.0 / m.weight[0].numel() ** 0.5
+                        m.weight.uniform_(-bound, bound, generator=generator)
+                        m.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        shape = (1, 28, 28 * self.n_digits)
+        if not isinstance(images, torch.Tensor) or tuple(images.shape[-3:]) != shape:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be (..., {', '.join(map(str, shape))}), got {got}")
+        lead = images.shape[:-3]
+        out = self.head(self.features(images.reshape(-1, *shape)))
+        return out.reshape(*lead, self.out_features)
+
+
+class MultiDigitSorter(nn.Module):
+    """A :class:`MultiDigitCNN` and a head: the whole sorter of the multi-digit benchmark.
+
+    Args:
+        n: numbers per list.
+        head: a :class:`~permlib.nn.heads.PermutationHead` (the CNN emits ``n`` log-potentials
+            per number, a row of the ``n x n`` matrix) or a
+            :class:`~permlib.nn.ranking.SortRelaxation` (the CNN emits one score per number).
+        n_digits: digits per number.
+        generator: CPU generator for the CNN's initial weights.
+
+    Shape:
+        ``images``: ``(B, n, 1, 28, 28 d)``. ``logits(images)``: ``(B, n, n)`` log-potentials
+        or ``(B, n)`` scores. ``forward(images)``: ``(S, B, n, n)``, rows numbers, columns
+        positions. ``predict(images)``: ``(B, n)`` int64 positions (exact matching of the
+        log-potentials, or the sort of the scores).
+    """
+
+    def __init__(self, n: int, head: nn.Module, n_digits: int = 4, *,
+                 generator: torch.Generator | None = None) -> None:  # fmt: skip
+        super().__init__()
+        from permlib.nn.heads import PermutationHead
+        from permlib.nn.ranking import SortRelaxation
+
+        if not isinstance(head, PermutationHead | SortRelaxation):
+            raise TypeError(f"head must be a PermutationHead or a SortRelaxation, got {type(head)}")
+        self.n, self.head = n, head
+        self.scores_only = isinstance(head, SortRelaxation)
+        self.cnn = MultiDigitCNN(n_digits, 1 if self.scores_only else n, generator=generator)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B, n)`` or log-potentials ``(B, n, n)``."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 5 or images.shape[1] != self.n:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be (B, {self.n}, 1, 28, 28 d), got {got}")
+        out = self.cnn(images)
+        return out.squeeze(-1) if self.scores_only else out
+
+    def forward(self, images: torch.Tensor, *,
+                generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """Training-time matrices ``(S, B, n, n)``."""
+        return self.head(self.logits(images), generator=generator)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Test-time positions ``(B, n)`` (no noise)."""
+        return self.head.predict(self.logits(images))

