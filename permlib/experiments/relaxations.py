@@ -72,6 +72,7 @@ __all__ = [
     "build",
     "compare_multidigit",
     "evaluate",
+    "layout_ceiling",
     "main",
     "run",
     "run_table",
@@ -483,6 +484,25 @@ def compare_multidigit(results: dict | None, paper: dict, *, decode: str = "matc
             ours.append({"method": cell["method"], "n": cell["n"], "metric": metric,
                          "seed": cell["seed"], "value": m[key]})  # fmt: skip
     return harness.compare(rows, ours, ("method", "n", "metric"), higher_is_better=True, digits=3)
+
+
+def layout_ceiling(n: int) -> dict[str, float]:
+    """What a network trained in Grover et al.'s baseline layout can score at best, if it learns
+    each image's rank perfectly: ``{"exact_match", "elementwise"}`` for uniformly random lists.
+
+    Each image's row then names the image's own rank ``sigma(k)``, while the target row ``k``
+    names the image at position ``k``, ``sigma^-1(k)``. Row ``k`` is right when
+    ``sigma(sigma(k)) = k``: the whole list is right when ``sigma`` is an involution, a
+    fraction ``I(n) / n!`` of the permutations (``I(n) = I(n - 1) + (n - 1) I(n - 2)``), and the
+    expected number of right rows is 2 for ``n >= 2`` (one fixed point, plus two points of
+    one 2-cycle, on average).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    inv = [1, 1]
+    for k in range(2, n + 1):
+        inv.append(inv[k - 1] + (k - 1) * inv[k - 2])
+    return {"exact_match": inv[n] / math.factorial(n), "elementwise": min(1.0, 2.0 / n)}
 
 
 def run(mode: str = "ci", task: str = "numbers", seed: int = 0, progress: bool = False,

@@ -100,3 +100,18 @@ def test_missing_peer_is_a_skipped_row(monkeypatch, capsys):
 def test_ci_is_small_and_learns():
     out = relaxations.run("ci", task="numbers", n_steps=150)
     assert out["metrics"]["exact_match"] > 0.5 and "model" in out
+
+
+def test_layout_ceiling_by_enumeration():
+    import itertools
+
+    for n in (1, 2, 3, 4, 5):
+        perms = list(itertools.permutations(range(n)))
+        right = [[p[p[k]] == k for k in range(n)] for p in perms]
+        exact = sum(all(r) for r in right) / len(perms)
+        elementwise = sum(sum(r) for r in right) / (n * len(perms))
+        got = relaxations.layout_ceiling(n)
+        assert got["exact_match"] == pytest.approx(exact)
+        assert got["elementwise"] == pytest.approx(elementwise)
+    with pytest.raises(ValueError, match="n must"):
+        relaxations.layout_ceiling(0)
