@@ -67,6 +67,14 @@ def _peak_cuda(fn, device: torch.device) -> int:
     return max(torch.cuda.max_memory_allocated(device) - before, 0)
 
 
+def peak_bytes(fn, device: str | torch.device = "cpu") -> int | None:
+    """Peak bytes of ``fn()`` above what was in use before it, as :data:`HOW` says for the
+    device type: CUDA's allocator statistics, or the rise of the RSS high-water mark (meaningful
+    in a process started with :data:`ENV`; ``None`` off Linux)."""
+    dev = torch.device(device)
+    return _peak_cuda(fn, dev) if dev.type == "cuda" else _peak(fn)
+
+
 def probe(
     method: str, batch: int, n: int, iters: list[int], seed: int, device: str = "cpu"
 ) -> list[int | None]:
@@ -89,9 +97,7 @@ def probe(
         del grad
 
     run(min(iters))  # warm-up: thread pools, lazy initialisation
-    if dev.type == "cuda":
-        return [_peak_cuda(lambda k=k: run(k), dev) for k in iters]
-    return [_peak(lambda k=k: run(k)) for k in iters]
+    return [peak_bytes(lambda k=k: run(k), dev) for k in iters]
 
 
 def measure(

@@ -9,6 +9,11 @@ shows these tables and glues these numbers into its prose, and ``benchmarks.run`
 
 Conventions: times are the minimum over rounds in milliseconds; speed columns of peers are the
 ratio (peer time) / (permlib time), above 1 when permlib is faster; memory is in MiB (2^20 B).
+
+The relaxations chapter reads the cost benchmark of one training step per relaxation
+(:mod:`benchmarks.relaxations_cost`, ``relaxations_cost_<device>.json``) with
+:func:`relaxations_cost` (a DataFrame), :func:`relaxations_cost_table` and
+:func:`relaxations_cost_figure`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ __all__ = [
     "numbers",
     "peer_wins",
     "provenance_table",
+    "relaxations_cost",
+    "relaxations_cost_figure",
+    "relaxations_cost_table",
     "skipped_table",
     "speed_table",
     "targets_table",
@@ -418,4 +426,128 @@ def figure(bench: dict) -> plt.Figure:
         ax_m.legend(fontsize=8)
     else:
         ax_m.text(0.5, 0.5, "no memory measurements", ha="center", transform=ax_m.transAxes)
+    return fig
+
+
+# --------------------------------------------------------------------------- relaxations cost
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_COST_NOTES = ("too_slow", "too_big", "failed", "not_run")
+
+
+def relaxations_cost(path: str | Path = RESULTS, device: str = "cpu") -> pd.DataFrame:
+    """The recorded cost of one training step of each relaxation, one row per (method, n).
+
+    ``path``: a ``relaxations_cost_<device>.json`` file of :mod:`benchmarks.relaxations_cost`,
+    or the folder holding it (default: the tracked ``benchmarks/results/``). Columns: ``method``,
+    ``family`` (``"matrix"``: the Sinkhorn family, ``"scores"``: score-based), ``n``, ``ms``
+    (minimum over the rounds), ``median_ms``, ``reps``, ``peak_mib`` (peak memory of a step),
+    ``step_s`` (seconds of the one step run of a cell too slow to time) and ``note`` (why a
+    cell has no timing: ``"too slow: ..."``, ``"too big: ..."``, ``"failed: ..."``,
+    ``"not run: ..."``; empty otherwise). ``df.attrs`` holds the file's ``provenance``,
+    ``config``, ``device`` and ``skipped`` (methods left out, with the reason).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"relaxations_cost_{device}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: run `python -m benchmarks.relaxations_cost --device {device} "
+            "--record`"
+        )
+    data = json.loads(path.read_text())
+    missing = {"provenance", "config", "rows", "skipped"} - set(data)
+    if missing:
+        raise ValueError(f"{path}: not a benchmarks.relaxations_cost file (no {sorted(missing)})")
+    rows = []
+    for r in data["rows"]:
+        note = next((f"{k.replace('_', ' ')}: {r[k]}" for k in _COST_NOTES if k in r), "")
+        peak = r.get("peak_bytes")
+        rows.append({
+            "method": r["method"], "family": r.get("family"), "n": r["n"],
+            "ms": r.get("min_ms"), "median_ms": r.get("median_ms"), "reps": r.get("reps"),
+            "peak_mib": None if peak is None else peak / 2**20,
+            "step_s": r.get("first_step_s") if "too_slow" in r else None, "note": note,
+        })  # fmt: skip
+    cols = ["method", "family", "n", "ms", "median_ms", "reps", "peak_mib", "step_s", "note"]
+    df = pd.DataFrame(rows, columns=cols)
+    for col in ("ms", "median_ms", "peak_mib", "step_s"):
+        df[col] = df[col].astype(float)
+    df["reps"] = df["reps"].astype("Int64")
+    df.attrs = {k: data.get(k) for k in ("provenance", "config", "device", "skipped")}
+    return df
+
+
+def relaxations_cost_table(cost: pd.DataFrame, value: str = "ms") -> pd.DataFrame:
+    """One row per method (in the file's order), one column per ``n``: ``value`` of
+    :func:`relaxations_cost` (``"ms"``, ``"median_ms"``, ``"peak_mib"``), missing where the cell
+    has no measurement (see its ``note``)."""
+    if value not in ("ms", "median_ms", "peak_mib"):
+        raise ValueError(f"value must be 'ms', 'median_ms' or 'peak_mib', got {value!r}")
+    wide = cost.pivot_table(index="method", columns="n", values=value, dropna=False)
+    wide = wide.reindex(index=list(dict.fromkeys(cost["method"])),
+                        columns=sorted(cost["n"].unique()))  # fmt: skip
+    wide.columns = [f"n = {n}" for n in wide.columns]
+    wide.index.name = "method"
+    return wide
+
+
+def relaxations_cost_figure(cost: pd.DataFrame | str | Path = RESULTS,
+                            device: str = "cpu") -> plt.Figure:  # fmt: skip
+    """Two panels against the list length ``n`` (log-log): time of one training step (ms) and
+    its peak memory (MiB), one line per method (solid: the Sinkhorn family, dashed: the
+    score-based relaxations). A cell too slow to time shows the time of its one step as an open
+    marker on a dotted line; a method without a number at some ``n`` (too slow, too big, not
+    run) says so in the legend. Axis labels name the quantity and unit; no title (captions do).
+    Sized to read at 1280 px wide.
+
+    ``cost``: the DataFrame of :func:`relaxations_cost`, or what it reads (a file or folder).
+    """
+    if not isinstance(cost, pd.DataFrame):
+        cost = relaxations_cost(cost, device)
+    cfg = cost.attrs.get("config") or {}
+    dev = cost.attrs.get("device") or device
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12.8, 6.0), layout="constrained")
+    markers = "osD^vP*Xhp<>"
+    methods = list(dict.fromkeys(cost["method"]))
+    handles = []
+    for i, method in enumerate(methods):
+        pts = cost[cost.method == method].sort_values("n")
+        ls = "-" if (pts.family == "matrix").all() else "--"
+        style = {"color": f"C{i % 10}", "marker": markers[i % len(markers)], "ls": ls, "lw": 1.8,
+                 "ms": 6}  # fmt: skip
+        timed = pts[pts.ms.notna()]
+        (line,) = ax_t.loglog(timed.n, timed.ms, **style)
+        slow = pts[pts.step_s.notna()]
+        if len(slow) and len(timed):
+            last = timed.iloc[-1]
+            ax_t.loglog([last.n, *slow.n], [last.ms, *(1e3 * slow.step_s)], color=style["color"],
+                        ls=":", lw=1.5)  # fmt: skip
+        if len(slow):
+            ax_t.loglog(slow.n, 1e3 * slow.step_s, ls="none", marker=style["marker"], ms=8,
+                        mfc="white", mec=style["color"], mew=1.8)  # fmt: skip
+        mem = pts[pts.peak_mib > 0]
+        ax_m.loglog(mem.n, mem.peak_mib, **style)
+        gaps: dict[str, list[str]] = {}  # why -> the n without a timing
+        for r in pts[pts.ms.isna()].itertuples():
+            why = "too slow, one step (open marker)" if r.step_s > 0 else r.note.split(":")[0]
+            gaps.setdefault(why, []).append(str(r.n))
+        notes = [f"n = {', '.join(ns)}: {why}" for why, ns in gaps.items()]
+        line.set_label(method + (f" ({'; '.join(notes)})" if notes else ""))
+        handles.append(line)
+    where = [dev] + [f"batch of {cfg['batch']}"] * bool(cfg.get("batch"))
+    if cfg.get("threads") and dev == "cpu":
+        where.append(f"{cfg['threads']} thread" + "s" * (cfg["threads"] > 1))
+    ax_t.set_ylabel("time per training step (ms)", fontsize=11)
+    ax_m.set_ylabel("peak memory per training step (MiB)", fontsize=11)
+    for ax in (ax_t, ax_m):
+        ax.set_xlabel("list length $n$", fontsize=11)
+        ax.tick_params(labelsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ns = sorted(cost["n"].unique())
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=10,
+                   frameon=False, title=", ".join(where), title_fontsize=10)
     return fig
