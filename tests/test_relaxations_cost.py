@@ -69,6 +69,7 @@ def test_missing_peer_is_skipped_not_failed(monkeypatch, tmp_path):
     assert report.relaxations_cost(tmp_path).attrs["skipped"] == result["skipped"]
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch: seconds
 def test_memory_probe_runs_in_a_subprocess():
     (cell,) = rc._probe_subprocess("neuralsort", [5], 4, 0, 20.0, 2.0, 1)
     assert cell["n"] == 5 and isinstance(cell["peak_bytes"], int) and cell["first_step_s"] > 0
@@ -120,6 +121,7 @@ def test_report_marks_cells_without_a_timing(tmp_path):
     assert labels == ["a (n = 100: too slow, one step (open marker))",
                       "b (n = 15: too big; n = 100: not run)"]
     assert fig.legends[0].get_title().get_text() == "cpu, batch of 10, 1 thread"
+    assert any("not shown" in t.get_text() for t in fig.axes[1].texts)  # b's 0 at n = 5
     with pytest.raises(FileNotFoundError, match="--record"):
         report.relaxations_cost(tmp_path, device="cuda")
     (tmp_path / "x.json").write_text("{}")
