@@ -32,8 +32,10 @@ the multi-digit task only) and methods whose peer package is missing (``diffsort
 ``--device cpu`` (the default; ``--threads``, default 1, torch threads) or ``--device cuda``.
 Results go to ``_build/bench/relaxations_cost_<device>.json`` (git-ignored), or with
 ``--record`` to ``benchmarks/results/`` (tracked, read by the book), or to ``--out``; the
-relaxations chapter reads them with :func:`benchmarks.report.relaxations_cost` and draws them
-with :func:`benchmarks.report.relaxations_cost_figure`.
+relaxations chapter reads them with :func:`load` and draws them with :func:`plot` (thin
+wrappers of :func:`benchmarks.report.relaxations_cost` and
+:func:`benchmarks.report.plot_relaxations_cost`; :func:`benchmarks.report.relaxations_cost_figure`
+draws time and memory side by side).
 """
 
 from __future__ import annotations
@@ -60,11 +62,13 @@ from benchmarks.timing import interleaved, summary, time_rounds
 
 __all__ = [
     "MULTIDIGIT_ONLY",
+    "load",
+    "main",
     "make_step",
     "markdown",
     "measure",
-    "main",
     "plan_methods",
+    "plot",
     "probe",
 ]
 
@@ -294,6 +298,23 @@ def provenance_info(argv: list[str], seed: int, device: str) -> dict:
         except PackageNotFoundError:
             info["versions"][pkg] = None
     return info
+
+
+def load(path: str | Path = RESULTS, device: str = "cpu"):
+    """The recorded file as a DataFrame, one row per (method, n):
+    :func:`benchmarks.report.relaxations_cost` (``path``: the file or its folder)."""
+    from benchmarks import report
+
+    return report.relaxations_cost(path, device)
+
+
+def plot(cost=RESULTS, ax=None, what: str = "time", **kwargs):
+    """Time (or ``what="memory"``: peak memory) per training step against ``n``, log-log, one
+    line per method, on ``ax``: :func:`benchmarks.report.plot_relaxations_cost`. ``cost``: the
+    DataFrame of :func:`load`, or a file or folder. Returns the axes."""
+    from benchmarks import report
+
+    return report.plot_relaxations_cost(cost, ax, what, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -12,8 +12,8 @@ ratio (peer time) / (permlib time), above 1 when permlib is faster; memory is in
 
 The relaxations chapter reads the cost benchmark of one training step per relaxation
 (:mod:`benchmarks.relaxations_cost`, ``relaxations_cost_<device>.json``) with
-:func:`relaxations_cost` (a DataFrame), :func:`relaxations_cost_table` and
-:func:`relaxations_cost_figure`.
+:func:`relaxations_cost` (a DataFrame), :func:`relaxations_cost_table`,
+:func:`plot_relaxations_cost` (one panel on given axes) and :func:`relaxations_cost_figure`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = [
     "memory_table",
     "numbers",
     "peer_wins",
+    "plot_relaxations_cost",
     "provenance_table",
     "relaxations_cost",
     "relaxations_cost_figure",
@@ -492,72 +493,103 @@ def relaxations_cost_table(cost: pd.DataFrame, value: str = "ms") -> pd.DataFram
     return wide
 
 
-def relaxations_cost_figure(cost: pd.DataFrame | str | Path = RESULTS, device: str = "cpu",
-                            memory_floor_mib: float | None = None) -> plt.Figure:  # fmt: skip
-    """Two panels against the list length ``n`` (log-log): time of one training step (ms) and
-    its peak memory (MiB), one line per method (solid: the Sinkhorn family, dashed: the
-    score-based relaxations). A cell too slow to time shows the time of its one step as an open
-    marker on a dotted line; a method without a number at some ``n`` (too slow, too big, not
-    run) says so in the legend. Axis labels name the quantity and unit; no title (captions do).
-    Sized to read at 1280 px wide.
+def _cost_where(cost: pd.DataFrame, device: str) -> tuple[str, str]:
+    """The device of a cost DataFrame and the legend's title (device, batch, threads)."""
+    cfg = cost.attrs.get("config") or {}
+    dev = str(cost.attrs.get("device") or device)
+    where = [dev] + [f"batch of {cfg['batch']}"] * bool(cfg.get("batch"))
+    if cfg.get("threads") and dev == "cpu":
+        where.append(f"{cfg['threads']} thread" + "s" * (cfg["threads"] > 1))
+    return dev, ", ".join(where)
+
+
+def plot_relaxations_cost(cost: pd.DataFrame | str | Path = RESULTS, ax: plt.Axes | None = None,
+                          what: str = "time", *, device: str = "cpu",
+                          memory_floor_mib: float | None = None,
+                          legend: bool = True) -> plt.Axes:  # fmt: skip
+    """One panel against the list length ``n`` (log-log) on ``ax`` (default: a new figure):
+    ``what="time"``, the time of one training step (ms), or ``"memory"``, its peak memory
+    (MiB); one line per method (solid: the Sinkhorn family, dashed: the score-based
+    relaxations). In the time panel, a cell too slow to time shows the time of its one step as
+    an open marker on a dotted line; a method without a timing at some ``n`` (too slow, too
+    big, not run) says so in its legend label. With ``legend``, the legend sits to the right of
+    the axes, titled with the device, batch and threads.
 
     ``cost``: the DataFrame of :func:`relaxations_cost`, or what it reads (a file or folder).
     ``memory_floor_mib``: peaks below it are not drawn (default: 1 MiB for a CPU run, whose
     resident-set measurement cannot resolve less: small tensors reuse heap pages already mapped,
     so a step of a few KiB reads 0 or a page or two; nothing for CUDA's exact statistics).
     """
+    if what not in ("time", "memory"):
+        raise ValueError(f"what must be 'time' or 'memory', got {what!r}")
     if not isinstance(cost, pd.DataFrame):
         cost = relaxations_cost(cost, device)
-    cfg = cost.attrs.get("config") or {}
-    dev = cost.attrs.get("device") or device
+    dev, where = _cost_where(cost, device)
     if memory_floor_mib is None:
-        memory_floor_mib = 1.0 if str(dev).startswith("cpu") else 0.0
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12.8, 6.0), layout="constrained")
+        memory_floor_mib = 1.0 if dev.startswith("cpu") else 0.0
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9.0, 4.6), layout="constrained")
     markers = "osD^vP*Xhp<>"
-    methods = list(dict.fromkeys(cost["method"]))
-    handles = []
-    for i, method in enumerate(methods):
+    for i, method in enumerate(dict.fromkeys(cost["method"])):
         pts = cost[cost.method == method].sort_values("n")
         ls = "-" if (pts.family == "matrix").all() else "--"
         style = {"color": f"C{i % 10}", "marker": markers[i % len(markers)], "ls": ls, "lw": 1.8,
                  "ms": 6}  # fmt: skip
+        if what == "memory":
+            mem = pts[(pts.peak_mib > 0) & (pts.peak_mib >= memory_floor_mib)]
+            ax.loglog(mem.n, mem.peak_mib, label=method, **style)
+            continue
         timed = pts[pts.ms.notna()]
-        (line,) = ax_t.loglog(timed.n, timed.ms, **style)
         slow = pts[pts.step_s.notna()]
         if len(slow) and len(timed):
             last = timed.iloc[-1]
-            ax_t.loglog([last.n, *slow.n], [last.ms, *(1e3 * slow.step_s)], color=style["color"],
-                        ls=":", lw=1.5)  # fmt: skip
+            ax.loglog([last.n, *slow.n], [last.ms, *(1e3 * slow.step_s)], color=style["color"],
+                      ls=":", lw=1.5)  # fmt: skip
         if len(slow):
-            ax_t.loglog(slow.n, 1e3 * slow.step_s, ls="none", marker=style["marker"], ms=8,
-                        mfc="white", mec=style["color"], mew=1.8)  # fmt: skip
-        mem = pts[(pts.peak_mib > 0) & (pts.peak_mib >= memory_floor_mib)]
-        ax_m.loglog(mem.n, mem.peak_mib, **style)
+            ax.loglog(slow.n, 1e3 * slow.step_s, ls="none", marker=style["marker"], ms=8,
+                      mfc="white", mec=style["color"], mew=1.8)  # fmt: skip
         gaps: dict[str, list[str]] = {}  # why -> the n without a timing
         for r in pts[pts.ms.isna()].itertuples():
             why = "too slow, one step (open marker)" if r.step_s > 0 else r.note.split(":")[0]
             gaps.setdefault(why, []).append(str(r.n))
         notes = [f"n = {', '.join(ns)}: {why}" for why, ns in gaps.items()]
-        line.set_label(method + (f" ({'; '.join(notes)})" if notes else ""))
-        handles.append(line)
-    where = [dev] + [f"batch of {cfg['batch']}"] * bool(cfg.get("batch"))
-    if cfg.get("threads") and dev == "cpu":
-        where.append(f"{cfg['threads']} thread" + "s" * (cfg["threads"] > 1))
-    ax_t.set_ylabel("time per training step (ms)", fontsize=11)
-    ax_m.set_ylabel("peak memory per training step (MiB)", fontsize=11)
-    if memory_floor_mib > 0 and (cost.peak_mib < memory_floor_mib).any():
-        ax_m.text(0.02, 0.97, f"peaks under {memory_floor_mib:g} MiB not shown\n(below the "
-                  "resolution of the CPU measurement)", transform=ax_m.transAxes, va="top",
-                  fontsize=9.5, color="0.3")  # fmt: skip
-    for ax in (ax_t, ax_m):
-        ax.set_xlabel("list length $n$", fontsize=11)
-        ax.tick_params(labelsize=10)
-        ax.grid(True, which="major", alpha=0.3)
-        ns = sorted(cost["n"].unique())
-        ax.set_xticks(ns, [str(n) for n in ns])
-        ax.set_xlim(min(ns) / 1.25, max(ns) * 1.25)
-        ax.minorticks_off()
+        ax.loglog(timed.n, timed.ms, label=method + (f" ({'; '.join(notes)})" if notes else ""),
+                  **style)  # fmt: skip
+    if what == "time":
+        ax.set_ylabel("time per training step (ms)", fontsize=11)
+    else:
+        ax.set_ylabel("peak memory per training step (MiB)", fontsize=11)
+        if memory_floor_mib > 0 and (cost.peak_mib < memory_floor_mib).any():
+            ax.text(0.02, 0.97, f"peaks under {memory_floor_mib:g} MiB not shown\n(below the "
+                    "resolution of the CPU measurement)", transform=ax.transAxes, va="top",
+                    fontsize=9.5, color="0.3")  # fmt: skip
+    ax.set_xlabel("list length $n$", fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ns = sorted(cost["n"].unique())
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlim(min(ns) / 1.25, max(ns) * 1.25)
+    ax.minorticks_off()
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9.5, frameon=False,
+                  title=where, title_fontsize=10, alignment="left")  # fmt: skip
+    return ax
+
+
+def relaxations_cost_figure(cost: pd.DataFrame | str | Path = RESULTS, device: str = "cpu",
+                            memory_floor_mib: float | None = None) -> plt.Figure:  # fmt: skip
+    """Two panels of :func:`plot_relaxations_cost` side by side, time and peak memory of one
+    training step against ``n``, with one legend below them (the time panel's labels, which
+    say where a method has no timing). No title (captions do); sized to read at 1280 px wide.
+    """
+    if not isinstance(cost, pd.DataFrame):
+        cost = relaxations_cost(cost, device)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12.8, 6.0), layout="constrained")
+    plot_relaxations_cost(cost, ax_t, "time", device=device, legend=False)
+    plot_relaxations_cost(cost, ax_m, "memory", device=device, legend=False,
+                          memory_floor_mib=memory_floor_mib)  # fmt: skip
+    handles, labels = ax_t.get_legend_handles_labels()
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=10,
-                   frameon=False, title=", ".join(where), title_fontsize=10)
+        fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=10,
+                   frameon=False, title=_cost_where(cost, device)[1], title_fontsize=10)
     return fig

@@ -53,6 +53,17 @@ def test_tiny_run_writes_a_file_the_chapter_reads(monkeypatch, tmp_path):
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["sinkhorn", "neuralsort"]
     assert fig.get_size_inches()[0] == pytest.approx(12.8)  # 1280 px at 100 dpi
 
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.4))  # as the chapter calls it
+    assert rc.plot(rc.load(tmp_path), ax=ax) is ax
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sinkhorn", "neuralsort"]
+    assert ax.get_legend().get_title().get_text() == "cpu, batch of 10, 1 thread"
+    assert rc.plot(tmp_path, what="memory").get_ylabel().startswith("peak memory")
+    with pytest.raises(ValueError, match="what"):
+        rc.plot(tmp_path, what="speed")
+    plt.close("all")
+
 
 def test_missing_peer_is_skipped_not_failed(monkeypatch, tmp_path):
     monkeypatch.setattr(rc, "_probe_subprocess", _in_process)
