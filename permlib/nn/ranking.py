@@ -89,7 +89,6 @@ class SortRelaxation(nn.Module):
             raise ValueError(f"n_samples must be >= 1 (and 1 without noise), got {n_samples}")
         self.kind, self.n, self.tau = kind, n, float(tau)
         self.noise_factor, self.n_samples = float(noise_factor), int(n_samples)
-        self._net = None
         if kind in _DIFFSORT_TYPES:
             if n is None:
                 raise ValueError(f"kind {kind!r} needs n (the sorting network's size)")
@@ -98,8 +97,8 @@ class SortRelaxation(nn.Module):
             except ImportError as err:
                 raise ImportError(f"kind {kind!r} needs the package diffsort: "
                                   f"{INSTALL_PEERS}") from err  # fmt: skip
-            self._net = DiffSortNet(_DIFFSORT_TYPES[kind], n, steepness=1.0 / self.tau,
-                                    distribution=distribution)  # fmt: skip
+            self._diffsort = (DiffSortNet, _DIFFSORT_TYPES[kind], distribution)
+            self._nets: dict[str, nn.Module] = {}
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, n={self.n}, tau={self.tau}, "
@@ -121,7 +120,13 @@ class SortRelaxation(nn.Module):
         flat = scores.reshape(-1, scores.shape[-1])
         if flat.shape[0] == 0:
             return scores.new_zeros(*scores.shape, scores.shape[-1])
-        _, perm = self._net(flat)  # sorted = x @ P: rows items, columns positions (ascending)
+        # diffsort builds its network's matrices on one device: one network per device
+        key = str(scores.device)
+        if key not in self._nets:
+            cls, kind, distribution = self._diffsort
+            self._nets[key] = cls(kind, self.n, device=key, steepness=1.0 / self.tau,
+                                  distribution=distribution)  # fmt: skip
+        _, perm = self._nets[key](flat)  # sorted = x @ P: rows items, columns positions
         return perm.reshape(*scores.shape, scores.shape[-1]).to(scores.dtype)
 
     def forward(self, scores: torch.Tensor, *,
