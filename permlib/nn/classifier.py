@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from permlib.nn.init import torch_default_init_
+
 __all__ = ["DigitClassifier"]
 
 
@@ -50,12 +52,7 @@ class DigitClassifier(nn.Module):
             nn.Dropout(dropout), nn.Linear(1024, n_classes),
         )  # fmt: skip
         if generator is not None:
-            with torch.no_grad():
-                for m in self.modules():
-                    if isinstance(m, nn.Conv2d | nn.Linear):
-                        bound = 1.0 / m.weight[0].numel() ** 0.5
-                        m.weight.uniform_(-bound, bound, generator=generator)
-                        m.bias.uniform_(-bound, bound, generator=generator)
+            torch_default_init_(self, generator)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or tuple(images.shape[1:]) != (1, self.side, self.side):

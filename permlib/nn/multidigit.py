@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from permlib.nn.init import torch_default_init_
+
 __all__ = ["MultiDigitCNN"]
 
 
@@ -54,12 +56,7 @@ class MultiDigitCNN(nn.Module):
             nn.Linear(hidden, out_features),
         )  # fmt: skip
         if generator is not None:
-            with torch.no_grad():
-                for m in self.modules():
-                    if isinstance(m, nn.Conv2d | nn.Linear):
-                        bound = 1.0 / m.weight[0].numel() ** 0.5
-                        m.weight.uniform_(-bound, bound, generator=generator)
-                        m.bias.uniform_(-bound, bound, generator=generator)
+            torch_default_init_(self, generator)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         shape = (1, 28, 28 * self.n_digits)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from permlib.nn.heads import reconstruct
+from permlib.nn.init import init_linear_
 from permlib.relaxed_sort import neural_sort, plackett_luce_perturb, soft_sort, sort_permutation
 
 __all__ = ["RELAXATIONS", "ScoreSortingNetwork", "SortRelaxation", "diffsort_available"]
@@ -190,16 +191,7 @@ class ScoreSortingNetwork(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:
         """Initialize ``g1`` and ``g2`` as :class:`~permlib.nn.SortingNetwork` does."""
-        for layer in (self.g1, self.g2):
-            fan_in, fan_out = layer.in_features, layer.out_features
-            if self.init == "glorot":
-                bound = math.sqrt(6.0 / (fan_in + fan_out))
-                layer.weight.uniform_(-bound, bound, generator=generator)
-                layer.bias.zero_()
-            else:
-                bound = 1.0 / math.sqrt(fan_in)
-                layer.weight.uniform_(-bound, bound, generator=generator)
-                layer.bias.uniform_(-bound, bound, generator=generator)
+        init_linear_((self.g1, self.g2), self.init, generator)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """One score per number, ``(B, N) -> (B, N)``."""

@@ -13,13 +13,13 @@ used: :meth:`SortingNetwork.predict` returns the exact matching of ``log_alpha``
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from permlib.nn.heads import Head, PermutationHead, make_head, reconstruct
+from permlib.nn.init import init_linear_
 
 __all__ = ["INITS", "Init", "SortingNetwork"]
 
@@ -98,16 +98,7 @@ class SortingNetwork(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, *, generator: torch.Generator | None = None) -> None:
         """Initialize g1 and g2 as ``self.init`` says, drawing from ``generator``."""
-        for layer in (self.g1, self.g2):
-            fan_in, fan_out = layer.in_features, layer.out_features
-            if self.init == "glorot":
-                bound = math.sqrt(6.0 / (fan_in + fan_out))
-                layer.weight.uniform_(-bound, bound, generator=generator)
-                layer.bias.zero_()
-            else:
-                bound = 1.0 / math.sqrt(fan_in)
-                layer.weight.uniform_(-bound, bound, generator=generator)
-                layer.bias.uniform_(-bound, bound, generator=generator)
+        init_linear_((self.g1, self.g2), self.init, generator)
         if self.order_columns:
             ends = torch.tensor([[-1.0], [1.0]] if self.standardize else [[0.0], [1.0]],
                                 dtype=self.g1.weight.dtype)  # fmt: skip
