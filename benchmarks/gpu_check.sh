@@ -224,4 +224,10 @@ steps = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in lines}
                                              indent=1) + "\n")
 EOF
 echo "gpu_check: $((SECONDS - START)) s in all; status $STATUS; everything is in $OUT"
+if [ -f "$OUT/bench/bench_quick_cuda.json" ] && [ -f "$OUT/speed.json" ]; then
+  echo "gpu_check: to show these in the book's performance chapter, from $ROOT:"
+  echo "  cp '$OUT/bench/bench_quick_cuda.json' benchmarks/results/bench_quick_cuda.json"
+  echo "  cp '$OUT/speed.json' benchmarks/results/gpu_speed_cuda.json"
+  echo "  git add benchmarks/results/bench_quick_cuda.json benchmarks/results/gpu_speed_cuda.json"
+fi
 exit $STATUS

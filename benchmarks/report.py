@@ -14,6 +14,13 @@ The relaxations chapter reads the cost benchmark of one training step per relaxa
 (:mod:`benchmarks.relaxations_cost`, ``relaxations_cost_<device>.json``) with
 :func:`relaxations_cost` (a DataFrame), :func:`relaxations_cost_table`,
 :func:`plot_relaxations_cost` (one panel on given axes) and :func:`relaxations_cost_figure`.
+
+The GPU path: :func:`gpu_results` finds the GPU results recorded in ``benchmarks/results/`` (a
+``bench_<mode>_cuda.json`` of ``benchmarks.run --device cuda`` and ``gpu_speed_cuda.json``, the
+bandwidth-floor check of ``benchmarks/gpu_check.sh``), or None; :func:`gpu_table` puts the
+GPU's :func:`method_table` beside the CPU's, :func:`gpu_floor_table` tabulates the floor check,
+and :func:`gpu_summary` and :func:`gpu_floor_summary` say each in one paragraph
+(:data:`GPU_NOT_MEASURED` where nothing is recorded).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 __all__ = [
+    "GPU_NOT_MEASURED",
     "PEERS",
     "STAGES",
     "accuracy_table",
@@ -32,11 +40,19 @@ __all__ = [
     "convergence_tables",
     "figure",
     "formatted",
+    "gpu_floor_summary",
+    "gpu_floor_table",
+    "gpu_name",
+    "gpu_numbers",
+    "gpu_results",
+    "gpu_summary",
+    "gpu_table",
     "latest",
     "load",
     "matching_table",
     "memory_slopes",
     "memory_table",
+    "method_table",
     "numbers",
     "peer_wins",
     "plot_relaxations_cost",
@@ -53,6 +69,7 @@ __all__ = [
 PEERS = ["textbook loop", "pygmtools", "POT", "OTT-JAX"]
 STAGES = {"fwd": "forward", "fwdbwd": "forward+backward"}
 CONFIG = ["device", "B", "N", "L", "dtype"]
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def formatted(df: pd.DataFrame, spec: str | dict[str, str], missing: str = "–") -> pd.DataFrame:
@@ -392,6 +409,187 @@ def numbers(bench: dict) -> dict[str, float | int | str]:
     return out
 
 
+# --------------------------------------------------------------------------- the GPU path
+
+GPU_BENCH_FILES = ("bench_full_cuda.json", "bench_quick_cuda.json")  # the first found is shown
+GPU_SPEED_FILE = "gpu_speed_cuda.json"  # `make gpu-check`'s speed.json, recorded
+GPU_NOT_MEASURED = (
+    "**GPU: not measured yet.** No GPU machine has been lent to this project's sessions so "
+    "far, so this book shows CPU numbers only. On a machine with CUDA, run `make gpu-check` "
+    "(`benchmarks/gpu_check.sh`, under 8 minutes); it writes into "
+    "`_build/gpu_check/<device>/`, never into the tracked results. Copy its "
+    f"`bench/bench_quick_cuda.json` to `benchmarks/results/bench_quick_cuda.json` and its "
+    f"`speed.json` to `benchmarks/results/{GPU_SPEED_FILE}`, commit them, and run `make book`: "
+    "this section then shows the GPU's times beside the CPU's."
+)
+
+
+def gpu_results(folder: str | Path = RESULTS) -> dict | None:
+    """The GPU results recorded in ``folder``, or None where there are none.
+
+    A dict ``{"bench", "bench_file", "speed", "speed_file"}``: the ``benchmarks.run --device
+    cuda`` results of the full run if recorded, else of the quick run (``bench_<mode>_cuda.json``,
+    read with :func:`load`), and the bandwidth-floor check of ``benchmarks/gpu_check.sh``
+    (its ``speed.json``, recorded as :data:`GPU_SPEED_FILE`); either may be None.
+    """
+    folder = Path(folder)
+    bench_file = next((folder / f for f in GPU_BENCH_FILES if (folder / f).is_file()), None)
+    speed_file = folder / GPU_SPEED_FILE
+    speed_file = speed_file if speed_file.is_file() else None
+    if bench_file is None and speed_file is None:
+        return None
+    speed = json.loads(speed_file.read_text()) if speed_file else None
+    if speed is not None and not {"device", "rows"} <= set(speed):
+        raise ValueError(f"{speed_file}: not a gpu_check speed.json (no device or rows)")
+    return {
+        "bench": load(bench_file) if bench_file else None,
+        "bench_file": bench_file,
+        "speed": speed,
+        "speed_file": speed_file,
+    }
+
+
+def gpu_name(gpu: dict) -> str:
+    """The GPU's name: ``NVIDIA H100 80GB HBM3`` from ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    if gpu.get("bench") is not None:
+        dev = gpu["bench"]["provenance"].get("machine", {}).get("device") or ""
+        if "(" in dev and dev.endswith(")"):
+            return dev[dev.index("(") + 1 : -1]
+    if gpu.get("speed") is not None:
+        return gpu["speed"]["device"]
+    return "an unnamed CUDA device"
+
+
+def method_table(bench: dict) -> pd.DataFrame:
+    """Every method timed at the target configuration: forward (``fwd``) and forward+backward
+    (``fwd+bwd``) min ms and the forward+backward time over permlib's (above 1 when permlib is
+    faster); permlib first, then the peers of :data:`PEERS`, then any other method of the run."""
+    cols = ["fwd (ms)", "fwd+bwd (ms)", "fwd+bwd / permlib"]
+    df = timed_rows(bench)
+    df = df[[tuple(r) == target_key(bench) for r in df[CONFIG].itertuples(index=False)]]
+    wide = df.pivot_table(index="method", columns="stage", values="min_ms")
+    out = pd.DataFrame(index=wide.index)
+    for stage, col in zip(STAGES, cols, strict=False):
+        out[col] = wide[stage] if stage in wide else float("nan")
+    out[cols[2]] = out[cols[1]] / out[cols[1]].get("permlib", float("nan"))
+    order = [m for m in ["permlib", *PEERS] if m in out.index]
+    order += sorted(m for m in out.index if m not in order)
+    return out.loc[order, cols].rename_axis("method")
+
+
+def gpu_table(gpu: dict, cpu: dict | None = None) -> pd.DataFrame:
+    """:func:`method_table` of the GPU run under a ``GPU`` column level, beside that of the CPU
+    run ``cpu`` under ``CPU`` (each at its own target configuration; a method one of them did
+    not time reads NaN). Empty where the GPU results hold no benchmark run."""
+    if gpu.get("bench") is None:
+        return pd.DataFrame()
+    parts = {"GPU": method_table(gpu["bench"])}
+    if cpu is not None:
+        parts["CPU"] = method_table(cpu)
+    order = list(dict.fromkeys(m for t in parts.values() for m in t.index))
+    table = pd.concat(parts, axis=1).reindex(order)
+    return table.rename_axis("method")
+
+
+def gpu_floor_table(gpu: dict) -> pd.DataFrame:
+    """The bandwidth-floor check of ``make gpu-check``, one row per dtype: ``log_sinkhorn``'s
+    forward and forward+backward ms, the floor (``L`` x 2 passes over the ``B x N x N`` matrix
+    at the HBM copy bandwidth), the forward over it (the goal: within 2x) and over the floor at
+    a same-size copy's bandwidth, and the host synchronizations one forward makes. Empty where
+    the speed check was not recorded."""
+    speed = gpu.get("speed")
+    if speed is None:
+        return pd.DataFrame()
+    rows = [
+        {
+            "dtype": r["dtype"],
+            "fwd (ms)": r["forward_ms"],
+            "fwd+bwd (ms)": r["forward_backward_ms"],
+            "floor (ms)": r["floor_ms_hbm"],
+            "fwd / floor": r["ratio_to_floor_hbm"],
+            "fwd / same-size floor": r["ratio_to_floor_same_size"],
+            "within 2×": "yes" if r["ratio_to_floor_hbm"] <= 2.0 else "no",
+            "host syncs (fwd)": len(r.get("host_syncs_in_forward", [])),
+        }
+        for r in speed["rows"]
+    ]
+    return pd.DataFrame(rows).set_index("dtype")
+
+
+def gpu_numbers(gpu: dict, cpu: dict | None = None) -> dict[str, float | int | str]:
+    """The numbers the GPU section quotes: the device, the files, and at the target
+    configuration permlib's times (and the CPU run's, given ``cpu``); the bandwidth check's
+    ``B``, ``N``, ``L``, HBM copy rate and forward / floor per dtype, where recorded."""
+    out: dict[str, float | int | str] = {"gpu_device": gpu_name(gpu)}
+    bench = gpu.get("bench")
+    if bench is not None:
+        t = bench["target_config"]
+        target = method_table(bench)
+        prov = bench["provenance"]
+        out |= {
+            "gpu_file": gpu["bench_file"].name,
+            "gpu_quiet": "quiet" if bench.get("quiet", True) else "noisy",
+            "gpu_commit": str(prov.get("git_commit", "?"))[:10],
+            "gpu_torch": str(prov.get("versions", {}).get("torch", "?")),
+            "gpu_target": f"B = {t['B']}, N = {t['N']}, L = {t['L']}, {t['dtype']}",
+            "gpu_fwd_ms": float(target.loc["permlib", "fwd (ms)"]),
+            "gpu_fwdbwd_ms": float(target.loc["permlib", "fwd+bwd (ms)"]),
+        }
+        if "textbook loop" in target.index:
+            out["gpu_fwdbwd_vs_textbook_loop"] = float(
+                target.loc["textbook loop", "fwd+bwd / permlib"])
+        if cpu is not None and cpu["target_config"] == t:
+            cpu_fwdbwd = float(method_table(cpu).loc["permlib", "fwd+bwd (ms)"])
+            out["cpu_fwdbwd_ms"] = cpu_fwdbwd
+            out["cpu_over_gpu_fwdbwd"] = cpu_fwdbwd / out["gpu_fwdbwd_ms"]
+    speed = gpu.get("speed")
+    if speed is not None:
+        out |= {
+            "gpu_speed_file": gpu["speed_file"].name,
+            "gpu_floor_B": speed["B"],
+            "gpu_floor_N": speed["N"],
+            "gpu_floor_L": speed["L"],
+            "gpu_hbm_tbs": speed["hbm_copy_bytes_per_s"] / 1e12,
+        }
+        for r in speed["rows"]:
+            out[f"gpu_floor_ratio_{r['dtype']}"] = float(r["ratio_to_floor_hbm"])
+    return out
+
+
+def gpu_summary(gpu: dict, cpu: dict | None = None) -> str:
+    """One Markdown paragraph on the recorded GPU run, its numbers from :func:`gpu_numbers` (the
+    chapter displays it above :func:`gpu_table`)."""
+    n = gpu_numbers(gpu, cpu)
+    if "gpu_file" not in n:
+        return (f"**GPU: {n['gpu_device']}.** No `benchmarks.run --device cuda` run is "
+                "recorded, only the bandwidth check of `make gpu-check`.")
+    cpu_part = (f", against {n['cpu_fwdbwd_ms']:.3g} ms for forward+backward in the CPU run "
+                "above" if "cpu_fwdbwd_ms" in n else "")
+    return (
+        f"**GPU: {n['gpu_device']}.** From `{n['gpu_file']}`, a {n['gpu_quiet']} run of commit "
+        f"`{n['gpu_commit']}` (torch {n['gpu_torch']}). At its target configuration, "
+        f"{n['gpu_target']}, `permlib`'s forward+backward took {n['gpu_fwdbwd_ms']:.3g} ms and "
+        f"its forward {n['gpu_fwd_ms']:.3g} ms on the GPU{cpu_part}."
+    )
+
+
+def gpu_floor_summary(gpu: dict) -> str:
+    """One Markdown paragraph on the bandwidth-floor check of ``make gpu-check`` (the chapter
+    displays it above :func:`gpu_floor_table`); empty where the check was not recorded."""
+    n = gpu_numbers(gpu)
+    if "gpu_speed_file" not in n:
+        return ""
+    ratios = ", ".join(f"{n[k]:.2f} times the floor in {k.removeprefix('gpu_floor_ratio_')}"
+                       for k in n if k.startswith("gpu_floor_ratio_"))
+    return (
+        f"The bandwidth check of `make gpu-check` (`{n['gpu_speed_file']}`) times "
+        f"`permlib.log_sinkhorn` at B = {n['gpu_floor_B']}, N = {n['gpu_floor_N']}, "
+        f"L = {n['gpu_floor_L']} against its floor: the time 2L passes over the B × N × N "
+        f"matrix take at the GPU's copy rate, {n['gpu_hbm_tbs']:.2f} TB/s. Its forward took "
+        f"{ratios}; the goal is within 2 times."
+    )
+
+
 def figure(bench: dict) -> plt.Figure:
     """Two panels: fwd+bwd time against N at the target's B, L, dtype (log-log), and peak memory
     of forward+backward against L (log-log; dashed: the implicit backward). One colour per method
@@ -432,7 +630,6 @@ def figure(bench: dict) -> plt.Figure:
 
 # --------------------------------------------------------------------------- relaxations cost
 
-RESULTS = Path(__file__).resolve().parent / "results"
 _COST_NOTES = ("too_slow", "too_big", "failed", "not_run")
 
 

@@ -398,3 +398,121 @@ def test_report_convergence_tables():
     assert timing.loc["OTT-JAX implicit"].tolist() == [5.0, 2.5]
     assert timing.loc["implicit", "/ fixed"] == 1.5
     assert memory.loc[20, "implicit / unroll"] == 0.5
+
+
+def cuda_copy_of_recorded_cpu_file() -> dict:
+    """A synthetic GPU run: the recorded CPU results with their device fields set to CUDA."""
+    from benchmarks import report
+
+    bench = report.load(report.latest(report.RESULTS, device="cpu"))
+    bench["device"] = bench["provenance"]["device"] = "cuda"
+    bench["provenance"]["machine"]["device"] = "cuda:0 (NVIDIA Test GPU)"
+    for row in bench["rows"]:
+        if row.get("section") in ("sinkhorn", "memory"):
+            row["device"] = "cuda"
+    return bench
+
+
+def synthetic_speed() -> dict:
+    """A synthetic ``speed.json`` of benchmarks/gpu_check.sh (its keys, made-up numbers)."""
+
+    def row(dtype, fwd, floor, syncs):
+        return {"dtype": dtype, "forward_ms": fwd, "forward_backward_ms": 3 * fwd,
+                "floor_ms_hbm": floor, "floor_ms_same_size": floor / 2,
+                "same_size_copy_bytes_per_s": 4e12, "host_syncs_in_forward": syncs,
+                "host_syncs_in_forward_backward": syncs, "ratio_to_floor_hbm": fwd / floor,
+                "ratio_to_floor_same_size": 2 * fwd / floor,
+                "goal_within_2x_met": fwd / floor <= 2}
+
+    return {"device": "NVIDIA Test GPU", "B": 1024, "N": 100, "L": 20,
+            "hbm_copy_bytes_per_s": 3e12, "floor": "...",
+            "rows": [row("float32", 1.5, 1.0, []), row("bfloat16", 1.5, 0.5, ["sync"])]}
+
+
+def test_gpu_results_absent_then_found(tmp_path):
+    from benchmarks import report
+
+    cpu = tiny_results()
+    (tmp_path / "bench_quick_cpu.json").write_text(json.dumps(cpu))
+    assert report.gpu_results(tmp_path) is None  # a CPU file is not a GPU result
+    assert "not measured yet" in report.GPU_NOT_MEASURED
+    assert "make gpu-check" in report.GPU_NOT_MEASURED
+    assert f"benchmarks/results/{report.GPU_SPEED_FILE}" in report.GPU_NOT_MEASURED
+
+    (tmp_path / "bench_quick_cuda.json").write_text(json.dumps(cuda_copy_of_recorded_cpu_file()))
+    gpu = report.gpu_results(tmp_path)
+    assert gpu["bench_file"].name == "bench_quick_cuda.json" and gpu["speed"] is None
+    assert report.device_of(gpu["bench"]) == "cuda"
+    assert report.gpu_name(gpu) == "NVIDIA Test GPU"
+    assert report.gpu_floor_table(gpu).empty
+    (tmp_path / "bench_full_cuda.json").write_text(json.dumps(cuda_copy_of_recorded_cpu_file()))
+    assert report.gpu_results(tmp_path)["bench_file"].name == "bench_full_cuda.json"
+
+    (tmp_path / report.GPU_SPEED_FILE).write_text(json.dumps(synthetic_speed()))
+    assert report.gpu_results(tmp_path)["speed"]["B"] == 1024
+    (tmp_path / report.GPU_SPEED_FILE).write_text("{}")
+    with pytest.raises(ValueError, match="speed.json"):
+        report.gpu_results(tmp_path)
+
+
+def test_gpu_table_beside_the_cpu_run(tmp_path):
+    from benchmarks import report
+
+    recorded = report.load(report.latest(report.RESULTS, device="cpu"))
+    (tmp_path / "bench_quick_cuda.json").write_text(json.dumps(cuda_copy_of_recorded_cpu_file()))
+    gpu = report.gpu_results(tmp_path)
+    cols = ["fwd (ms)", "fwd+bwd (ms)", "fwd+bwd / permlib"]
+    alone = report.gpu_table(gpu)
+    assert list(alone.columns) == [("GPU", c) for c in cols]
+    table = report.gpu_table(gpu, recorded)
+    assert list(table.columns) == [(d, c) for d in ("GPU", "CPU") for c in cols]
+    assert table.index.name == "method" and table.index[0] == "permlib"
+    assert set(table.index) == set(report.timed_rows(recorded)["method"])
+    assert table.loc["permlib", ("GPU", "fwd+bwd / permlib")] == 1.0
+    # the synthetic GPU run is the CPU run renamed: the same numbers on both sides
+    np.testing.assert_allclose(table["GPU"].to_numpy(), table["CPU"].to_numpy())
+    target = report.speed_table(recorded, "target")
+    np.testing.assert_allclose(
+        table.loc["textbook loop", ("GPU", "fwd+bwd / permlib")],
+        target.loc["forward+backward", "textbook loop"])
+    assert table.loc["permlib", ("GPU", "fwd (ms)")] == target.loc["forward", "permlib (ms)"]
+    shown = report.formatted(table, {c: ".2g×" if "/" in c[1] else ".3g" for c in table.columns})
+    assert shown.loc["permlib", ("GPU", "fwd+bwd / permlib")] == "1×"
+    n = report.gpu_numbers(gpu, recorded)
+    assert n["gpu_device"] == "NVIDIA Test GPU" and n["gpu_file"] == "bench_quick_cuda.json"
+    assert n["cpu_over_gpu_fwdbwd"] == pytest.approx(1.0)
+    text = report.gpu_summary(gpu, recorded)
+    assert text.startswith("**GPU: NVIDIA Test GPU.**") and "bench_quick_cuda.json" in text
+    assert report.gpu_floor_summary(gpu) == ""
+
+
+def test_gpu_bandwidth_floor_table(tmp_path):
+    from benchmarks import report
+
+    (tmp_path / report.GPU_SPEED_FILE).write_text(json.dumps(synthetic_speed()))
+    gpu = report.gpu_results(tmp_path)
+    assert gpu["bench"] is None and report.gpu_table(gpu).empty
+    assert report.gpu_name(gpu) == "NVIDIA Test GPU"
+    floor = report.gpu_floor_table(gpu)
+    assert list(floor.index) == ["float32", "bfloat16"]
+    assert floor["fwd / floor"].tolist() == [1.5, 3.0]
+    assert floor["within 2×"].tolist() == ["yes", "no"]
+    assert floor["host syncs (fwd)"].tolist() == [0, 1]
+    n = report.gpu_numbers(gpu)
+    assert (n["gpu_floor_B"], n["gpu_floor_ratio_float32"], n["gpu_hbm_tbs"]) == (1024, 1.5, 3.0)
+    assert "only the bandwidth check" in report.gpu_summary(gpu)
+    text = report.gpu_floor_summary(gpu)
+    assert "B = 1024" in text and "3.00 times the floor in bfloat16" in text
+
+
+def test_recorded_gpu_results_if_any_build_their_tables():
+    """The tracked results folder: None today, or a GPU file the chapter can show."""
+    from benchmarks import report
+
+    gpu = report.gpu_results()
+    if gpu is None:
+        return
+    cpu = report.load(report.latest(report.RESULTS))
+    assert report.gpu_summary(gpu, cpu).startswith("**GPU: ")
+    if gpu["bench"] is not None:
+        assert report.gpu_table(gpu, cpu).index[0] == "permlib"
