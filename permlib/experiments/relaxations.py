@@ -74,6 +74,7 @@ __all__ = [
     "evaluate",
     "layout_ceiling",
     "main",
+    "multidigit_table",
     "run",
     "run_table",
     "train",
@@ -489,6 +490,50 @@ def compare_multidigit(results: dict | None, paper: dict, *, decode: str = "matc
             ours.append({"method": cell["method"], "n": cell["n"], "metric": metric,
                          "seed": cell["seed"], "value": m[key]})  # fmt: skip
     return harness.compare(rows, ours, ("method", "n", "metric"), higher_is_better=True, digits=3)
+
+
+def multidigit_table(results: dict | None, paper: dict, *, decode: str = "matching"):
+    """Grover et al.'s Table 1 in its own shape, with ours interleaved: a pandas DataFrame with
+    one row per (method, source) (``source``: ``"paper"`` or ``"ours"``) and one column per
+    ``n``, each cell ``"exact (element-wise)"``; ours are means over seeds, followed by the
+    number of seeds in brackets. Methods without a published row get ours only.
+
+    ``decode``: ``"matching"`` or ``"grover"`` (the Sinkhorn-family rows decoded their way;
+    the other rows have only one decoding and are left out).
+    """
+    import pandas as pd
+
+    ns = TABLES["multidigit"]["ns"]
+    by_name = {v: k for k, v in PAPER_NAMES.items() if k != "gumbel_sinkhorn_grover"}
+    published: dict[str, dict] = {}
+    for r in paper["neuralsort_multidigit_table1"]["rows"]:
+        published.setdefault(by_name[r["method"]], {})[r["n"]] = (r["exact_match"],
+                                                                  r["elementwise"])
+    ours: dict[str, dict] = {}
+    for rec in (results or {}).get("cells", []):
+        method, n, m = rec["cell"]["method"], rec["cell"]["n"], rec["metrics"]
+        if decode == "grover":
+            if "exact_match_grover" not in m:
+                continue
+            m = {"exact_match": m["exact_match_grover"], "elementwise": m["elementwise_grover"]}
+        ours.setdefault(method, {}).setdefault(n, []).append((m["exact_match"],
+                                                             m["elementwise"]))
+    methods = [m for m in TABLES["multidigit"]["methods"] if m in published or m in ours]
+    if decode == "grover":
+        methods = [m for m in methods if RELAXATION_METHODS[m]["family"] == "matrix"]
+    rows = []
+    for method in methods:
+        if method in published:
+            rows.append({"method": method, "source": "paper"} | {
+                f"n = {n}": f"{e:.3f} ({w:.3f})" for n, (e, w) in published[method].items()})
+        if method in ours:
+            cells = {}
+            for n, vals in ours[method].items():
+                e = sum(v[0] for v in vals) / len(vals)
+                w = sum(v[1] for v in vals) / len(vals)
+                cells[f"n = {n}"] = f"{e:.3f} ({w:.3f}) [{len(vals)}]"
+            rows.append({"method": method, "source": "ours"} | cells)
+    return pd.DataFrame(rows, columns=["method", "source", *(f"n = {n}" for n in ns)])
 
 
 def layout_ceiling(n: int) -> dict[str, float]:

@@ -86,6 +86,12 @@ def test_numbers_and_multidigit_tables_resume_and_verify(tmp_path, monkeypatch):
     row = grover[(grover.method == "gumbel_sinkhorn") & (grover.n == 3)
                  & (grover.metric == "exact_match")].iloc[0]  # fmt: skip
     assert row.ours == pytest.approx(m["exact_match_grover"])
+    wide = relaxations.multidigit_table(data, paper)
+    gs = wide[(wide.method == "gumbel_sinkhorn") & (wide.source == "ours")].iloc[0]
+    assert gs["n = 3"] == f"{m['exact_match']:.3f} ({m['elementwise']:.3f}) [1]"
+    assert wide[wide.source == "paper"].iloc[0]["n = 15"] == "0.386 (0.857)"
+    grover = relaxations.multidigit_table(data, paper, decode="grover")
+    assert "neuralsort" not in set(grover.method) and "gumbel_sinkhorn_grover" in set(grover.method)
 
 
 def test_missing_peer_is_a_skipped_row(monkeypatch, capsys):
