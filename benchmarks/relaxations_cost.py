@@ -45,14 +45,12 @@ import json
 import os
 import resource
 import selectors
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -285,19 +283,11 @@ def markdown(result: dict) -> str:
 
 
 def provenance_info(argv: list[str], seed: int, device: str) -> dict:
-    """Provenance of the run: command, commit of this checkout, versions, machine, device."""
-    from permlib.experiments.harness.provenance import git_commit, provenance
+    """Provenance of the run (:func:`benchmarks.run.provenance_info` for this script)."""
+    from benchmarks.run import provenance_info as info
 
-    info = provenance(seed=seed, mode="cost", device=device)
-    info["command"] = shlex.join(["python", "-m", "benchmarks.relaxations_cost", *argv])
-    info["git_commit"] = git_commit(BENCH_DIR.parent)  # this checkout, benchmarks/ included
-    info["device"] = device
-    for pkg in PEER_PACKAGES:
-        try:
-            info["versions"][pkg] = version(pkg)
-        except PackageNotFoundError:
-            info["versions"][pkg] = None
-    return info
+    return info(argv, seed, "cost", device, script="benchmarks.relaxations_cost",
+                packages=PEER_PACKAGES)
 
 
 def load(path: str | Path = RESULTS, device: str = "cpu"):

@@ -209,15 +209,18 @@ def bench_matching(b, n, reps, seed) -> list[dict]:
     return rows
 
 
-def provenance_info(argv: list[str], seed: int, mode: str, device: str) -> dict:
-    """Provenance of the run: command, commit of this repository, versions, machine, device."""
+def provenance_info(argv: list[str], seed: int, mode: str, device: str,
+                    script: str = "benchmarks.run",
+                    packages: tuple[str, ...] = PEER_PACKAGES) -> dict:  # fmt: skip
+    """Provenance of the run of ``python -m <script> <argv>``: command, commit of this
+    repository, versions (the peers' included), machine and its load, device."""
     from permlib.experiments.harness.provenance import git_commit, provenance
 
     info = provenance(seed=seed, mode=mode, device=device)
-    info["command"] = shlex.join(["python", "-m", "benchmarks.run", *argv])
+    info["command"] = shlex.join(["python", "-m", script, *argv])
     info["git_commit"] = git_commit(BENCH_DIR.parent)  # this checkout, benchmarks/ included
     info["device"] = device
-    for pkg in PEER_PACKAGES:
+    for pkg in packages:
         try:
             info["versions"][pkg] = version(pkg)
         except PackageNotFoundError:

@@ -353,10 +353,9 @@ class AssemblyExperiment(harness.Experiment):
 
     def run_cell(self, config, *, checkpoint, progress, device):
         judged_by = judge(config, self._results_dir, progress=progress)
-        record = run_cell(config, judged_by, checkpoint=checkpoint, progress=progress,
-                          keep_model=True, device=device)  # fmt: skip
-        record.pop("losses")
-        return record | {"artifacts": {"model.pt": record.pop("model").cpu().state_dict()}}
+        return harness.model_record(run_cell(config, judged_by, checkpoint=checkpoint,
+                                             progress=progress, keep_model=True,
+                                             device=device))  # fmt: skip
 
     def recompute(self, config: AssemblyConfig, artifacts: dict) -> dict:
         model = build(config)

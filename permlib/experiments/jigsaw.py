@@ -399,10 +399,8 @@ class JigsawExperiment(harness.Experiment):
                 "grid": {"method": list(spec["methods"]), "grids": spec["grids"]}}  # fmt: skip
 
     def run_cell(self, config, *, checkpoint, progress, device):
-        record = run_cell(config, checkpoint=checkpoint, progress=progress, keep_model=True,
-                          device=device)  # fmt: skip
-        record.pop("losses")
-        return record | {"artifacts": {"model.pt": record.pop("model").cpu().state_dict()}}
+        return harness.model_record(run_cell(config, checkpoint=checkpoint, progress=progress,
+                                             keep_model=True, device=device))  # fmt: skip
 
     def recompute(self, config: JigsawConfig, artifacts: dict) -> dict:
         model = build(config, _data(config))

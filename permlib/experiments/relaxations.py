@@ -437,10 +437,8 @@ class RelaxationsExperiment(harness.Experiment):
         return config.to_dict()
 
     def run_cell(self, config, *, checkpoint, progress, device):
-        record = run_cell(config, checkpoint=checkpoint, progress=progress, keep_model=True,
-                          device=device)  # fmt: skip
-        record.pop("losses")
-        return record | {"artifacts": {"model.pt": record.pop("model").cpu().state_dict()}}
+        return harness.model_record(run_cell(config, checkpoint=checkpoint, progress=progress,
+                                             keep_model=True, device=device))  # fmt: skip
 
     def recompute(self, config: RelaxationsConfig, artifacts: dict) -> dict:
         model = build(config)

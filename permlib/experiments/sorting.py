@@ -440,10 +440,8 @@ class SortingExperiment(harness.Experiment):
                 "grid": {"method": list(spec["methods"]), "n": list(spec["ns"])}}  # fmt: skip
 
     def run_cell(self, config, *, checkpoint, progress, device):
-        record = run_cell(config, checkpoint=checkpoint, progress=progress, keep_model=True,
-                          device=device)  # fmt: skip
-        record.pop("losses")
-        return record | {"artifacts": {"model.pt": record.pop("model").cpu().state_dict()}}
+        return harness.model_record(run_cell(config, checkpoint=checkpoint, progress=progress,
+                                             keep_model=True, device=device))  # fmt: skip
 
     def recompute(self, config: SortingConfig, artifacts: dict) -> dict:
         model = config.build()

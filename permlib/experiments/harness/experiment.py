@@ -247,6 +247,15 @@ class Experiment:
         return 0
 
 
+def model_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A runner's cell record as the store keeps it: the loss curve dropped and the trained
+    ``model`` moved into the artifacts, as ``model.pt`` (its CPU state dict)."""
+    record = dict(record)
+    record.pop("losses", None)
+    model = record.pop("model")
+    return record | {"artifacts": {"model.pt": model.cpu().state_dict()}}
+
+
 def _numbers(tree: Any) -> list[float]:
     """The numbers of a nested dict/list, in a fixed order."""
     if isinstance(tree, Mapping):
