@@ -336,14 +336,9 @@ def main(argv: list[str] | None = None) -> dict:
                           args.max_gb):  # fmt: skip
             print(json.dumps(cell), flush=True)
         return {}
-    try:
-        dev = torch.device(args.device)
-    except RuntimeError as err:
-        ap.error(f"--device: {err}")
-    if dev.type not in ("cpu", "cuda"):
-        ap.error(f"--device must be cpu or cuda, got {args.device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: no CUDA device is available here")
+    from benchmarks.run import parse_device
+
+    dev = parse_device(ap, args.device)
     if min(args.ns) < 1 or args.batch < 1 or args.reps < 1:
         ap.error("--ns, --batch and --reps must be positive")
     try:

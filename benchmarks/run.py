@@ -209,6 +209,19 @@ def bench_matching(b, n, reps, seed) -> list[dict]:
     return rows
 
 
+def parse_device(ap: argparse.ArgumentParser, value: str) -> torch.device:
+    """``--device``: ``cpu`` or an available ``cuda`` device, else a usage error."""
+    try:
+        dev = torch.device(value)
+    except RuntimeError as err:
+        ap.error(f"--device: {err}")
+    if dev.type not in ("cpu", "cuda"):
+        ap.error(f"--device must be cpu or cuda, got {value!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available here")
+    return dev
+
+
 def provenance_info(argv: list[str], seed: int, mode: str, device: str,
                     script: str = "benchmarks.run",
                     packages: tuple[str, ...] = PEER_PACKAGES) -> dict:  # fmt: skip
@@ -545,14 +558,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="skip the tol / return_info / implicit section (benchmarks.convergence)",
     )
     args = ap.parse_args(argv)
-    try:
-        dev = torch.device(args.device)
-    except RuntimeError as err:
-        ap.error(f"--device: {err}")
-    if dev.type not in ("cpu", "cuda"):
-        ap.error(f"--device must be cpu or cuda, got {args.device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: no CUDA device is available here")
+    dev = parse_device(ap, args.device)
     device = str(dev)
     mode = args.mode or "quick"
     p = plan(mode)
