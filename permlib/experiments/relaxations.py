@@ -232,15 +232,11 @@ def build(config: RelaxationsConfig, generator: torch.Generator | None = None) -
     return SortingNetwork(config.n, config.hidden, head, generator=generator)
 
 
-_DATA: dict[str | None, ImageSplit] = {}
-
-
 def _digits(config: RelaxationsConfig) -> ImageSplit:
-    if config.data_dir not in _DATA:
-        from permlib.data.images import mnist
+    """The MNIST digits of ``config`` (the jigsaw runner's per-process cache)."""
+    from permlib.experiments.jigsaw import load_data
 
-        _DATA[config.data_dir] = mnist(config.data_dir)
-    return _DATA[config.data_dir]
+    return load_data("mnist", config.data_dir)
 
 
 def multidigit_loss(perms: torch.Tensor, perm: torch.Tensor, *, hard: bool = False,
@@ -317,12 +313,6 @@ def train(
 # --------------------------------------------------------------------------- evaluation
 
 
-def _scores(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(model, MultiDigitSorter):
-        return model.logits(x)
-    return model.scores(x) if isinstance(model, ScoreSortingNetwork) else model.log_alpha(x)
-
-
 def _decode_grover(log_alpha: torch.Tensor, layout: str) -> torch.Tensor:
     """Grover et al.'s decoding of a Sinkhorn baseline: the row argmax of ``S(log_alpha /
     1e-10)`` after 20 iterations, returned as positions of items ``(B, n)`` (not necessarily a
@@ -351,15 +341,15 @@ def evaluate(model: torch.nn.Module, config: RelaxationsConfig, *, chunk: int = 
     layout = spec.get("layout", "items")
     gen = harness.generators(config.seed, _STREAMS)["test"]
     device = next(model.parameters()).device
+    data = _digits(config) if config.task == "multidigit" else None
     sums: dict[str, float] = {}
     done = 0
     while done < config.n_test:
         b = min(chunk, config.n_test - done)
-        if config.task == "numbers":
+        if data is None:
             batch = sample_sorting_batch(b, config.n, generator=gen, device=device)
             inputs, perm = batch.x, batch.perm
         else:
-            data = _digits(config)
             batch = sample_multidigit_batch(data.test, data.test_labels, b, config.n,
                                             config.n_digits, generator=gen, device=device)
             inputs, perm = batch.images, batch.perm
@@ -372,8 +362,8 @@ def evaluate(model: torch.nn.Module, config: RelaxationsConfig, *, chunk: int = 
             "kendall_tau_papers": metrics.kendall_tau(pred, perm, reduction="none",
                                                       convention="papers").double(),
         }
-        if config.task == "multidigit" and spec["family"] == "matrix":
-            grover = _decode_grover(_scores(model, inputs), layout)
+        if data is not None and spec["family"] == "matrix":
+            grover = _decode_grover(model.logits(inputs), layout)
             vals["exact_match_grover"] = (grover == perm).all(dim=-1).double()
             vals["elementwise_grover"] = (grover == perm).double().mean(dim=-1)
             ok = torch.sort(grover, dim=-1).values == torch.arange(config.n, device=device)
