@@ -323,7 +323,8 @@ def _decode_grover(log_alpha: torch.Tensor, layout: str) -> torch.Tensor:
     if layout == "items":
         return rows
     out = torch.full_like(rows, -1)
-    return out.scatter_(-1, rows, torch.arange(rows.shape[-1]).expand_as(rows).contiguous())
+    items = torch.arange(rows.shape[-1], device=rows.device).expand_as(rows).contiguous()
+    return out.scatter_(-1, rows, items)
 
 
 @torch.no_grad()
