@@ -425,8 +425,7 @@ def fit_family(
     steps = config.n_iters
     sched = None
     if config.lr_schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
+        sched = harness.cosine_schedule(opt, steps)
     losses = []
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)

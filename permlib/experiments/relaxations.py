@@ -278,9 +278,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = None
     if config.lr_schedule == "cosine":
-        steps = config.n_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))  # fmt: skip
+        scheduler = harness.cosine_schedule(opt, config.n_steps)
     spec = RELAXATION_METHODS[config.method]
     if config.task == "numbers":
 

@@ -39,7 +39,6 @@ where it stopped, and two runners can share a grid.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -267,10 +266,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = None
     if config.lr_schedule == "cosine":  # from lr to 0 over n_steps
-        steps = config.n_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps))
-        )
+        scheduler = harness.cosine_schedule(opt, config.n_steps)
 
     def draw() -> object:
         return sample_sorting_batch(
@@ -284,7 +280,7 @@ def train(
         head, noise = model.head, model.head.noise_factor
 
         def on_step(t: int) -> None:
-            head.noise_factor = noise * 0.5 * (1 + math.cos(math.pi * t / config.n_steps))
+            head.noise_factor = noise * harness.cosine_decay(t, config.n_steps)
 
     return harness.fit(
         model,

@@ -45,6 +45,8 @@ from permlib.experiments.harness.results import (
 from permlib.experiments.harness.train import (
     CheckpointWarning,
     FitResult,
+    cosine_decay,
+    cosine_schedule,
     fit,
     learning_curve,
     torch_threads,
@@ -66,6 +68,8 @@ __all__ = [
     "compare",
     "config_dict",
     "config_from_dict",
+    "cosine_decay",
+    "cosine_schedule",
     "describe",
     "experiment_parser",
     "fit",

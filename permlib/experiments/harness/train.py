@@ -60,7 +60,15 @@ from permlib.experiments.harness import distributed
 from permlib.experiments.harness.distributed import is_main
 from permlib.sinkhorn import ConvergenceWarning
 
-__all__ = ["CheckpointWarning", "FitResult", "fit", "learning_curve", "torch_threads"]
+__all__ = [
+    "CheckpointWarning",
+    "FitResult",
+    "cosine_decay",
+    "cosine_schedule",
+    "fit",
+    "learning_curve",
+    "torch_threads",
+]
 
 
 class CheckpointWarning(UserWarning):
@@ -329,6 +337,18 @@ def fit(
         wall += time.perf_counter() - t_start
     model.eval()
     return FitResult(model, losses, step, wall, n_warn, resumed)
+
+
+def cosine_decay(step: int, n_steps: int) -> float:
+    """The factor ``(1 + cos(pi * step / n_steps)) / 2``: 1 at step 0, 0 at ``n_steps``."""
+    return 0.5 * (1 + math.cos(math.pi * step / n_steps))
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer,
+                    n_steps: int) -> torch.optim.lr_scheduler.LambdaLR:  # fmt: skip
+    """Torch's ``LambdaLR`` decaying the learning rate from its value to 0 over ``n_steps``
+    (:func:`cosine_decay`)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: cosine_decay(t, n_steps))
 
 
 def learning_curve(losses: Sequence[float], points: int = 100) -> dict[str, list]:
