@@ -26,7 +26,7 @@ from permlib.hste import hungarian_ste
 from permlib.matching import matching
 from permlib.sinkhorn import Backward, sinkhorn
 
-__all__ = ["HEADS", "Head", "PermutationHead", "make_head", "reconstruct"]
+__all__ = ["HEADS", "Head", "PermutationHead", "make_head", "noise_samples", "reconstruct"]
 
 Head = Literal["sinkhorn", "gumbel_sinkhorn", "hste"]
 HEADS: tuple[str, ...] = ("sinkhorn", "gumbel_sinkhorn", "hste")
@@ -64,6 +64,16 @@ def reconstruct(perms: torch.Tensor, items: torch.Tensor, item_dims: int = 0) ->
     flat = items.flatten(start_dim=items.dim() - item_dims)  # (..., N, F)
     out = perms.transpose(-1, -2).to(flat.dtype) @ flat
     return out.unflatten(-1, item_shape)
+
+
+def noise_samples(noise_factor: float, n_samples: int | None) -> int:
+    """A head's draws per input: ``n_samples``, by default 10 with noise and 1 without; a
+    ``ValueError`` if it is below 1, or not 1 without noise."""
+    if n_samples is None:
+        n_samples = 10 if noise_factor > 0 else 1
+    if n_samples < 1 or (noise_factor == 0 and n_samples != 1):
+        raise ValueError(f"n_samples must be >= 1 (and 1 without noise), got {n_samples}")
+    return n_samples
 
 
 class PermutationHead(nn.Module):
@@ -108,10 +118,7 @@ class PermutationHead(nn.Module):
             raise ValueError("head 'sinkhorn' takes no noise; use head='gumbel_sinkhorn'")
         if kind == "gumbel_sinkhorn" and noise_factor == 0:
             raise ValueError("head 'gumbel_sinkhorn' needs noise_factor > 0; use head='sinkhorn'")
-        if n_samples is None:
-            n_samples = 10 if noise_factor > 0 else 1
-        if n_samples < 1 or (noise_factor == 0 and n_samples != 1):
-            raise ValueError(f"n_samples must be >= 1 (and 1 without noise), got {n_samples}")
+        n_samples = noise_samples(noise_factor, n_samples)
         self.kind = kind
         self.tau = tau
         self.n_iters = n_iters

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from permlib.nn.heads import reconstruct
+from permlib.nn.heads import noise_samples, reconstruct
 from permlib.nn.init import init_linear_
 from permlib.relaxed_sort import neural_sort, plackett_luce_perturb, soft_sort, sort_permutation
 
@@ -84,10 +84,7 @@ class SortRelaxation(nn.Module):
             raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
         if not noise_factor >= 0:
             raise ValueError(f"noise_factor must be >= 0, got {noise_factor!r}")
-        if n_samples is None:
-            n_samples = 10 if noise_factor > 0 else 1
-        if n_samples < 1 or (noise_factor == 0 and n_samples != 1):
-            raise ValueError(f"n_samples must be >= 1 (and 1 without noise), got {n_samples}")
+        n_samples = noise_samples(noise_factor, n_samples)
         self.kind, self.n, self.tau = kind, n, float(tau)
         self.noise_factor, self.n_samples = float(noise_factor), int(n_samples)
         if kind in _DIFFSORT_TYPES:
