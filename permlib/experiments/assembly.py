@@ -50,10 +50,13 @@ __all__ = [
     "TABLES",
     "AssemblyConfig",
     "AssemblyExperiment",
+    "class_templates",
     "evaluate",
     "example",
     "judge",
     "main",
+    "pixel_assembly",
+    "pixel_limit",
     "run",
     "run_table",
     "train",
@@ -260,6 +263,32 @@ def assemble(model: JigsawNetwork, scrambled: torch.Tensor, target: int) -> torc
     return img
 
 
+class _Agreement:
+    """The judge's readings of assembled test digits, accumulated per (source, target) pair."""
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        self.hits = torch.zeros(N_DIGITS, N_DIGITS, dtype=torch.float64)
+        self.source = torch.zeros(N_DIGITS, N_DIGITS, dtype=torch.float64)
+        self.counts = torch.bincount(labels, minlength=N_DIGITS).double()
+
+    def add(self, labels: torch.Tensor, target: int, read: torch.Tensor) -> None:
+        """``read``: the judge's classes of the digits ``labels`` put together as ``target``."""
+        read, labels = read.cpu(), labels.cpu()
+        self.hits[:, target].index_add_(0, labels, (read == target).double())
+        self.source[:, target].index_add_(0, labels, (read == labels).double())
+
+    def summary(self) -> dict:
+        share = self.hits / self.counts[:, None]
+        off = ~torch.eye(N_DIGITS, dtype=torch.bool)
+        return {
+            "agreement": float(share[off].mean()),
+            "own_head": float(share.diagonal().mean()),
+            "reads_as_source": float((self.source / self.counts[:, None])[off].mean()),
+            "agreement_matrix": share.tolist(),
+            "n_test_digits": int(self.counts.sum()),
+        }
+
+
 @torch.no_grad()
 def evaluate(model: JigsawNetwork, judge_model: DigitClassifier, config: AssemblyConfig,
              *, chunk: int = 250) -> dict:  # fmt: skip
@@ -277,9 +306,7 @@ def evaluate(model: JigsawNetwork, judge_model: DigitClassifier, config: Assembl
     index = _test_digits(data, config.n_eval)
     labels = data.test_labels[index]
     gen = harness.generators(config.seed, _STREAMS)["test"]
-    hits = torch.zeros(N_DIGITS, N_DIGITS, dtype=torch.float64)
-    source = torch.zeros(N_DIGITS, N_DIGITS, dtype=torch.float64)
-    counts = torch.bincount(labels, minlength=N_DIGITS).double()
+    tally = _Agreement(labels)
     wrong = l1 = 0.0
     for start in range(0, len(index), chunk):
         idx, lab = index[start : start + chunk], labels[start : start + chunk]
@@ -291,20 +318,70 @@ def evaluate(model: JigsawNetwork, judge_model: DigitClassifier, config: Assembl
                           item_dims=3)  # fmt: skip
         l1 += float(metrics.l1_error(put.flatten(1), b.pieces.flatten(1), dim=-1).sum())
         for target in range(N_DIGITS):
-            read = judge_model.predict(assemble(model, b.scrambled, target)).cpu()
-            hits[:, target].index_add_(0, lab, (read == target).double())
-            source[:, target].index_add_(0, lab, (read == lab).double())
-    share = hits / counts[:, None]
-    off = ~torch.eye(N_DIGITS, dtype=torch.bool)
-    return {
-        "agreement": float(share[off].mean()),
-        "own_head": float(share.diagonal().mean()),
-        "reads_as_source": float((source / counts[:, None])[off].mean()),
-        "prop_wrong": wrong / len(index),
-        "l1": l1 / len(index),
-        "agreement_matrix": share.tolist(),
-        "n_test_digits": len(index),
-    }
+            tally.add(lab, target, judge_model.predict(assemble(model, b.scrambled, target)))
+    out = tally.summary()
+    return out | {"prop_wrong": wrong / len(index), "l1": l1 / len(index)}
+
+
+# --------------------------------------------------------------------------- one-pixel pieces
+
+
+def pixel_assembly(images: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """The limit of 1 x 1 pieces: each image's pixels moved to where its template is brightest.
+
+    With one-pixel pieces a piece is only an intensity, and the best a head can do for a target
+    class is to maximize ``sum_p out[p] * template[p]`` over the permutations of the source's
+    pixels. That score matrix (value ``x_i`` at position ``p``: ``x_i * t_p``) has rank one, so
+    by the rearrangement inequality the optimal matching pairs the ``k``-th smallest pixel value
+    with the ``k``-th smallest template pixel: a sort solves it exactly (ties broken by flat
+    position, stably).
+
+    Args:
+        images: ``(..., H, W)`` floating source images.
+        templates: ``(..., H, W)`` floating, broadcastable against ``images``.
+
+    Returns:
+        ``(..., H, W)`` in the broadcast shape: each image's pixel values, permuted.
+    """
+    for name, t in (("images", images), ("templates", templates)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() < 2:
+            raise ValueError(f"{name} must be a floating tensor of shape (..., H, W), got "
+                             f"{type(t).__name__} {getattr(t, 'shape', '')}")  # fmt: skip
+    if images.shape[-2:] != templates.shape[-2:]:
+        raise ValueError(f"images and templates must have the same (H, W), got "
+                         f"{tuple(images.shape[-2:])} and {tuple(templates.shape[-2:])}")  # fmt: skip
+    images, templates = torch.broadcast_tensors(images, templates)
+    values = images.flatten(-2).sort(dim=-1, stable=True).values
+    where = templates.flatten(-2).argsort(dim=-1, stable=True)
+    return torch.empty_like(values).scatter_(-1, where, values).reshape(images.shape)
+
+
+def class_templates(config: AssemblyConfig) -> torch.Tensor:
+    """The mean training digit of each class: ``(10, 28, 28)``."""
+    data = _data(config)
+    return torch.stack([data.train[data.train_labels == d, 0].mean(0) for d in range(N_DIGITS)])
+
+
+@torch.no_grad()
+def pixel_limit(judge_model: DigitClassifier, config: AssemblyConfig, *,
+                chunk: int = 250) -> dict:  # fmt: skip
+    """The judge's reading of every test digit with its pixels rearranged onto each class's mean
+    training digit (:func:`pixel_assembly`): the one-pixel limit of the assembly task, with no
+    network. Returns the agreement keys of :func:`evaluate` (``agreement``, ``own_head``,
+    ``reads_as_source``, ``agreement_matrix``, ``n_test_digits``)."""
+    data = _data(config)
+    device = next(judge_model.parameters()).device
+    templates = class_templates(config).to(device)
+    index = _test_digits(data, config.n_eval)
+    labels = data.test_labels[index]
+    tally = _Agreement(labels)
+    for start in range(0, len(index), chunk):
+        lab = labels[start : start + chunk]
+        digits = data.test[index[start : start + chunk], 0].to(device)
+        for target in range(N_DIGITS):
+            moved = pixel_assembly(digits, templates[target])
+            tally.add(lab, target, judge_model.predict(moved[:, None]))
+    return tally.summary()
 
 
 def run_cell(config: AssemblyConfig, judged_by: tuple[DigitClassifier, dict], *,

@@ -43,3 +43,54 @@ def test_config_errors():
         AssemblyConfig(method="magic")
     with pytest.raises(ValueError, match="n_eval"):
         AssemblyConfig(n_eval=0)
+
+
+def test_pixel_assembly_is_the_exact_matching():
+    """The sort equals the Hungarian optimum of the rank-one score and only moves pixels."""
+    from permlib import matching
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 3, 4, generator=g, dtype=torch.float64)
+    images[0, 0, :2] = images[0, 1, 1]  # ties
+    templates = torch.rand(6, 3, 4, generator=g, dtype=torch.float64)
+    out = assembly.pixel_assembly(images, templates)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert torch.equal(out.flatten(1).sort().values, images.flatten(1).sort().values)
+    x, t = images.flatten(1), templates.flatten(1)
+    perm = matching(x[:, :, None] * t[:, None, :])  # item i -> position perm[i]
+    best = (x * t.gather(1, perm)).sum(1)
+    torch.testing.assert_close((out.flatten(1) * t).sum(1), best)
+    # a template broadcast over a batch, and an empty batch
+    one = assembly.pixel_assembly(images, templates[0])
+    torch.testing.assert_close(one[2], assembly.pixel_assembly(images[2], templates[0]))
+    assert assembly.pixel_assembly(images[:0], templates[0]).shape == (0, 3, 4)
+
+
+def test_pixel_assembly_errors():
+    with pytest.raises(ValueError, match="images"):
+        assembly.pixel_assembly(torch.ones(3, 3, dtype=torch.long), torch.ones(3, 3))
+    with pytest.raises(ValueError, match="templates"):
+        assembly.pixel_assembly(torch.ones(3, 3), torch.ones(3))
+    with pytest.raises(ValueError, match=r"same \(H, W\)"):
+        assembly.pixel_assembly(torch.ones(2, 3, 3), torch.ones(3, 4))
+
+
+def test_pixel_limit_agreement_with_a_stand_in_judge():
+    """A judge that reads the class whose template an image matches best agrees everywhere."""
+    config = AssemblyConfig(n_eval=3)
+    templates = assembly.class_templates(config)
+    assert templates.shape == (10, 28, 28)
+
+    class Nearest(DigitClassifier):
+        def predict(self, x):
+            flat = x.flatten(1)
+            t = templates.flatten(1)
+            t = (t - t.mean(1, keepdim=True)) / t.std(1, keepdim=True)
+            return (flat @ t.T).argmax(1)
+
+    judged = assembly.pixel_limit(Nearest(), config)
+    assert judged["n_test_digits"] == 30
+    m = torch.tensor(judged["agreement_matrix"])
+    assert m.shape == (10, 10) and ((m >= 0) & (m <= 1)).all()
+    assert judged["agreement"] == pytest.approx(float(m[~torch.eye(10, dtype=bool)].mean()))
+    assert judged["agreement"] > 0.5
