@@ -348,8 +348,8 @@ def pixel_assembly(images: torch.Tensor, templates: torch.Tensor) -> torch.Tenso
             raise ValueError(f"{name} must be a floating tensor of shape (..., H, W), got "
                              f"{type(t).__name__} {getattr(t, 'shape', '')}")  # fmt: skip
     if images.shape[-2:] != templates.shape[-2:]:
-        raise ValueError(f"images and templates must have the same (H, W), got "
-                         f"{tuple(images.shape[-2:])} and {tuple(templates.shape[-2:])}")  # fmt: skip
+        hw = (tuple(images.shape[-2:]), tuple(templates.shape[-2:]))
+        raise ValueError(f"images and templates must have the same (H, W), got {hw[0]} and {hw[1]}")
     images, templates = torch.broadcast_tensors(images, templates)
     values = images.flatten(-2).sort(dim=-1, stable=True).values
     where = templates.flatten(-2).argsort(dim=-1, stable=True)
