@@ -33,7 +33,7 @@ from permlib.experiments.harness.distributed import generators, is_main, rank, w
 from permlib.experiments.harness.experiment import Experiment, model_record
 from permlib.experiments.harness.grid import parse_cell, run_grid, select_cells
 from permlib.experiments.harness.paths import checkpoint_dir, paper_tables_path, results_dir
-from permlib.experiments.harness.provenance import command_line, git_commit, provenance
+from permlib.experiments.harness.provenance import code_commit, command_line, git_commit, provenance
 from permlib.experiments.harness.results import (
     SCHEMA_VERSION,
     ResultsFileError,
@@ -67,6 +67,7 @@ __all__ = [
     "command_line",
     "compare",
     "config_dict",
+    "code_commit",
     "config_from_dict",
     "cosine_decay",
     "cosine_schedule",

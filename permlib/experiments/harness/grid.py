@@ -23,7 +23,7 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from permlib.experiments.harness import distributed
-from permlib.experiments.harness.provenance import provenance
+from permlib.experiments.harness.provenance import code_commit, provenance
 from permlib.experiments.harness.results import (
     ResultsStore,
     StaleCellError,
@@ -106,6 +106,7 @@ def run_grid(
     """
     if on_stale not in ("refuse", "rerun"):
         raise ValueError(f"on_stale must be 'refuse' or 'rerun', got {on_stale!r}")
+    code_commit()  # the commit this run's code came from, before a long run can outlive it
     main = distributed.is_main()
     status: dict[str, str] = {}
     if main:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import platform
 import shlex
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["command_line", "device_name", "git_commit", "provenance"]
+__all__ = ["code_commit", "command_line", "device_name", "git_commit", "provenance"]
 
 _PACKAGES = ("permlib", "torch", "numpy", "scipy", "lapx")
 
@@ -35,6 +36,17 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha + ("+dirty" if dirty else "")
+
+
+@functools.cache
+def code_commit() -> str | None:
+    """:func:`git_commit` of the running code, read once per process and kept.
+
+    A long run's results name the commit it started from, not one made while it ran (the code
+    it runs was imported at the start). Runners read it when their grid starts
+    (:func:`~permlib.experiments.harness.run_grid`); ``code_commit.cache_clear()`` forgets it.
+    """
+    return git_commit()
 
 
 def _main_module() -> str | None:
@@ -112,7 +124,7 @@ def provenance(
         "command": command_line(),
         "seed": seed,
         "mode": mode,
-        "git_commit": git_commit(),
+        "git_commit": code_commit(),
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), **{k: _version(k) for k in _PACKAGES}},
         "machine": {

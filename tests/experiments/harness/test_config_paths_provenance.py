@@ -84,3 +84,28 @@ def test_provenance_is_complete_and_serializable():
     assert {"command", "git_commit", "timestamp", "versions", "machine", "artifacts"} <= info.keys()
     assert info["versions"]["torch"].startswith("2.13.0")
     assert info["machine"]["device"] == "cpu" and info["machine"]["world_size"] == 1
+
+
+def test_a_run_keeps_the_commit_it_started_from(monkeypatch, tmp_path):
+    """A commit made while a grid runs is not attributed to the cells it runs."""
+    import sys
+
+    from permlib.experiments.harness import ResultsStore, code_commit, run_grid
+
+    module = sys.modules["permlib.experiments.harness.provenance"]
+
+    head = ["aaa"]
+    monkeypatch.setattr(module, "git_commit", lambda path=None: head[0])
+    code_commit.cache_clear()
+    try:
+        def run_one(cell, cfg, ckpt):
+            head[0] = "bbb"  # somebody commits while the cell trains
+            return {"metrics": {"x": 1.0}, "wall_s": 0.0}
+
+        store = ResultsStore(tmp_path, "t", "grid", ("seed",))
+        data = run_grid(store, [({"seed": 0}, {}), ({"seed": 1}, {})], run_one,
+                        identity=lambda c: c, checkpoint_dir=tmp_path / "ck", progress=False)
+        assert [c["provenance"]["git_commit"] for c in data["cells"]] == ["aaa", "aaa"]
+        assert provenance()["git_commit"] == "aaa" and module.git_commit() == "bbb"
+    finally:
+        code_commit.cache_clear()
