@@ -63,6 +63,7 @@ __all__ = [
     "compare_table2",
     "compare_table4",
     "evaluate",
+    "fit_diagnostics",
     "load_data",
     "main",
     "run",
@@ -496,6 +497,34 @@ def compare_table4(
         frames.append(t.assign(method=method))
     table = pd.concat(frames, ignore_index=True)
     return table[["method", *[c for c in table.columns if c != "method"]]]
+
+
+def _loss_fall(curve: dict, tail: float) -> float:
+    """:func:`~permlib.experiments.harness.loss_trend`, NaN for a curve too short for it."""
+    return harness.loss_trend(curve, tail) if len(curve["loss"]) * tail >= 1 else float("nan")
+
+
+def fit_diagnostics(results: dict | None, metric: str = "prop_wrong",
+                    tail: float = 0.2) -> pd.DataFrame:  # fmt: skip
+    """Underfitting or overfitting? Per method and grid, the means over seeds of ``metric`` on
+    the training and test (``evaluate``) puzzles, and of how much the training loss still fell
+    over the last ``tail`` of training (:func:`~permlib.experiments.harness.loss_trend`):
+    ``method, grid, train, evaluate, loss_fall, steps, n_seeds``. Equal splits with a loss
+    still falling mean more training would help; a test value well above the training value
+    means overfitting."""
+    rows = [{"method": r["cell"]["method"], "grid": r["cell"]["grid"],
+             "train": r["metrics"]["train"][metric], "evaluate": r["metrics"]["evaluate"][metric],
+             "loss_fall": _loss_fall(r["train"]["loss_curve"], tail),
+             "steps": r["train"]["steps"]}
+            for r in harness.select_records(results)]  # fmt: skip
+    cols = ["method", "grid", "train", "evaluate", "loss_fall", "steps", "n_seeds"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    out = df.groupby(["method", "grid", "steps"], sort=False).agg(
+        train=("train", "mean"), evaluate=("evaluate", "mean"),
+        loss_fall=("loss_fall", "mean"), n_seeds=("train", "count")).reset_index()
+    return out[cols]
 
 
 # --------------------------------------------------------------------------- entry points

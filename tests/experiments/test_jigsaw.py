@@ -61,6 +61,11 @@ def test_run_table_resumes_verifies_and_refuses_stale(tmp_path, monkeypatch):
     assert check["max_abs_diff"] == 0.0
     with pytest.raises(harness.StaleCellError, match="n_steps 4 -> 5"):
         run_table("tiny", overrides={"n_steps": 5}, **kw)
+    diag = jigsaw.fit_diagnostics(data)
+    assert list(diag["method"]) == ["gumbel_sinkhorn", "gumbel_sinkhorn", "hste", "hste"]
+    row = diag[(diag["method"] == "hste") & (diag["grid"] == 3)].iloc[0]
+    assert row["evaluate"] == m["prop_wrong"] and row["n_seeds"] == 1 and row["steps"] == 4
+    assert jigsaw.fit_diagnostics(None).empty
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):

@@ -49,6 +49,7 @@ from permlib.experiments.harness.train import (
     cosine_schedule,
     fit,
     learning_curve,
+    loss_trend,
     torch_threads,
 )
 
@@ -78,6 +79,7 @@ __all__ = [
     "git_commit",
     "is_main",
     "learning_curve",
+    "loss_trend",
     "load_paper_tables",
     "model_record",
     "markdown_table",

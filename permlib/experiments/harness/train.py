@@ -363,6 +363,22 @@ def learning_curve(losses: Sequence[float], points: int = 100) -> dict[str, list
     return {"step": steps, "loss": vals}
 
 
+def loss_trend(curve: Mapping[str, Sequence[float]], tail: float = 0.2) -> float:
+    """How much the loss still fell at the end of training: ``1 - mean(last) / mean(before)``,
+    where ``last`` is the final ``tail`` of a :func:`learning_curve`'s points and ``before`` the
+    ``tail`` just before it. Positive: the loss was still falling when training stopped (0.05:
+    by 5 % over the last fifth); near 0: it had levelled off.
+    """
+    if not 0 < tail <= 0.5:
+        raise ValueError(f"tail must be in (0, 0.5], got {tail!r}")
+    loss = list(curve["loss"])
+    k = int(len(loss) * tail)
+    if k < 1:
+        raise ValueError(f"curve has {len(loss)} points, too few for tail={tail}")
+    last, before = loss[-k:], loss[-2 * k : -k]
+    return 1.0 - (sum(last) / k) / (sum(before) / k)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Use ``n`` intra-op threads inside the block (``None`` or 0: leave torch's setting)."""

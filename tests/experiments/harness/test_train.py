@@ -87,3 +87,17 @@ def test_convergence_warnings_are_counted_not_shown():
         result = fit(model, noisy_loss, batches, opt, 6, generators=gens, progress=False)
     assert result.convergence_warnings == 6
     assert not [w for w in shown if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_loss_trend():
+    from permlib.experiments.harness import learning_curve, loss_trend
+
+    falling = learning_curve([1.0 / (1 + t) for t in range(1000)], points=100)
+    flat = learning_curve([0.5] * 1000, points=100)
+    assert loss_trend(falling) > 0.1 and loss_trend(flat) == pytest.approx(0.0)
+    # the last fifth against the fifth before it
+    assert loss_trend({"loss": [4, 4, 2, 2, 1, 1, 1, 1, 1, 0.5]}) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="tail"):
+        loss_trend(flat, tail=0.6)
+    with pytest.raises(ValueError, match="too few"):
+        loss_trend({"loss": [1.0, 0.9]})
