@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -153,6 +154,22 @@ def test_protocol_variants_train_and_keep_recorded_identities():
     assert result.model.standardize and result.losses[-1] < result.losses[0]
     with pytest.raises(ValueError, match="noise_schedule"):
         SortingConfig(noise_schedule="linear")
+
+
+def test_temperature_annealing():
+    base = SortingConfig(n=5, n_steps=40, n_test=50)
+    assert "tau_final" not in base.to_dict()  # recorded cells stay current
+    cfg = SortingConfig(n=5, n_steps=40, n_test=50, tau_final=0.1)
+    assert cfg.to_dict()["tau_final"] == 0.1
+    half = train(cfg, until=20, progress=False)
+    decay = 0.5 * (1 + math.cos(math.pi * 19 / 40))  # before step 19, the 20th
+    assert half.model.head.tau == pytest.approx(0.1 ** (1 - decay))
+    result = train(cfg, progress=False)
+    assert 0.1 <= result.model.head.tau < 0.11  # the last step's temperature
+    assert train(base, progress=False).model.head.tau == 1.0
+    for bad in (0, -1.0, float("inf"), "0.1"):
+        with pytest.raises(ValueError, match="tau_final"):
+            SortingConfig(tau_final=bad)
 
 
 def test_kendall_in_the_papers_convention_is_compared_like_for_like():
