@@ -90,6 +90,16 @@ def test_command_line(tmp_path, monkeypatch, capsys):
         ("hste", 5, 3)]
     assert sorting.main(["--verify", "--table", "tiny", "--results-dir", str(tmp_path)]) == 0
     assert "max |recomputed - stored| 0.00e+00" in capsys.readouterr().out
+    # a cell recorded before weights were kept: a message that says how to record them
+    path = sorting.store("tiny", tmp_path).path
+    data = json.loads(path.read_text())
+    del data["cells"][0]["provenance"]["artifacts"]
+    path.write_text(json.dumps(data))
+    assert sorting.main(["--verify", "--table", "tiny", "--results-dir", str(tmp_path)]) == 1
+    said = capsys.readouterr().out
+    assert "method=hste,n=5,seed=0: not verifiable" in said and "--force" in said
+    with pytest.raises(harness.NoArtifactsError, match="without saved weights"):
+        sorting.verify("tiny", {"method": "hste", "n": 5, "seed": 0}, tmp_path)
     out = tmp_path / "ci.json"
     assert sorting.main(["--mode", "ci", "--n", "4", "--n-steps", "5", "--n-test", "8",
                          "--no-progress", "--json", str(out)]) == 0  # fmt: skip

@@ -30,7 +30,7 @@ from permlib.experiments.harness.config import (
     parse_config_arguments,
 )
 from permlib.experiments.harness.distributed import generators, is_main, rank, world_size
-from permlib.experiments.harness.experiment import Experiment, model_record
+from permlib.experiments.harness.experiment import Experiment, NoArtifactsError, model_record
 from permlib.experiments.harness.grid import parse_cell, run_grid, select_cells
 from permlib.experiments.harness.paths import checkpoint_dir, paper_tables_path, results_dir
 from permlib.experiments.harness.provenance import code_commit, command_line, git_commit, provenance
@@ -57,6 +57,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CheckpointWarning",
     "Experiment",
+    "NoArtifactsError",
     "Selection",
     "FitResult",
     "ResultsFileError",

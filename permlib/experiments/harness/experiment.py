@@ -27,9 +27,14 @@ from permlib.experiments.harness.grid import run_grid
 from permlib.experiments.harness.results import ResultsStore, cell_id
 from permlib.experiments.harness.train import torch_threads
 
-__all__ = ["Experiment"]
+__all__ = ["Experiment", "NoArtifactsError"]
 
 Cells = list[tuple[dict[str, Any], Any]]
+
+
+class NoArtifactsError(LookupError):
+    """A stored cell has no saved artifacts (it was recorded before weights were kept), so
+    its metrics cannot be recomputed; the message says how to record them."""
 
 
 class Experiment:
@@ -135,6 +140,12 @@ class Experiment:
         if rec is None:
             raise KeyError(f"no cell {cell_id(cell)} in {store.path}")
         names = rec.get("provenance", {}).get("artifacts", {})
+        if not names:
+            raise NoArtifactsError(
+                f"cell {cell_id(cell)} of {store.path} was recorded without saved weights, so "
+                f"its metrics cannot be recomputed; record them with: python -m "
+                f"permlib.experiments.{self.name} --mode full --table {table} --cell "
+                f"{cell_id(cell)} --force")
         artifacts = {name: store.load_artifact(rec, name) for name in names}
         again = self.recompute(config_from_dict(self.config_cls, rec["config"]), artifacts)
         diff = max((abs(a - b) for a, b in zip(_numbers(again), _numbers(rec["metrics"]),
@@ -206,16 +217,24 @@ class Experiment:
         say = distributed.is_main()
         t0 = time.perf_counter()
         if args.verify:
+            unverifiable = 0
             for table in args.table:
                 only = cli.cells_for_table(sel.only, table)
                 if only is None:
                     continue
                 for cell, _ in self.cells(table, sel.seeds, sel.selection, only, sel.overrides):
-                    if self.store(table, args.results_dir).get(cell) is not None:
+                    if self.store(table, args.results_dir).get(cell) is None:
+                        continue
+                    try:
                         d = self.verify(table, cell, args.results_dir)["max_abs_diff"]
+                    except NoArtifactsError as err:
+                        unverifiable += 1
                         if say:
-                            print(f"{table} {cell_id(cell)}: max |recomputed - stored| {d:.2e}")
-            return 0
+                            print(f"{table} {cell_id(cell)}: not verifiable: {err}")
+                        continue
+                    if say:
+                        print(f"{table} {cell_id(cell)}: max |recomputed - stored| {d:.2e}")
+            return 1 if unverifiable else 0
         if args.mode == "ci":
             ci = {k: v[0] for k, v in sel.selection.items() if k != "seed"} | sel.overrides
             out = self.ci(seed=sel.seeds[0], progress=not args.no_progress and say,
