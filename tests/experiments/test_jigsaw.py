@@ -103,3 +103,11 @@ def test_compare_tables_against_paper():
     t4 = jigsaw.compare_table4(fake, paper, "kendall_tau_papers", split="train")
     row = t4.set_index(["method", "grid"]).loc[("gumbel_sinkhorn", "3x3")]
     assert row["paper"] == 0.65 and row["status"] == "met"
+
+
+def test_standins_train_as_long_as_mnist_unless_overridden():
+    steps = {(c["dataset"], c["grid"]): cfg.n_steps for c, cfg in jigsaw.cells("table2")}
+    assert steps[("mnist", 3)] is None  # 20 epochs
+    assert steps[("faces", 2)] == steps[("photos", 3)] == 2500
+    over = jigsaw.cells("table2", overrides={"n_steps": 7}, selection={"dataset": ["faces"]})
+    assert {cfg.n_steps for _, cfg in over} == {7}
