@@ -465,8 +465,14 @@ def compare_table2(results: dict | None, paper: dict, metric: str = "prop_wrong"
     """One metric of Mena et al.'s Table 2 beside ours (test puzzles): ``dataset, grid, paper,
     ours, sd, n_seeds, gap, status``; ``metric`` is ours (see :data:`TABLE2_COLUMNS`). Our
     stand-in datasets are labelled ``"faces (CelebA stand-in)"`` and ``"photos (ImageNet
-    stand-in)"`` and compared with the rows they stand for."""
-    key = TABLE2_COLUMNS[metric]
+    stand-in)"`` and compared with the rows they stand for. ``prop_wrong_pixels`` and
+    ``prop_any_wrong_pixels`` (counted by pixels) are compared with the paper's proportions too,
+    as another reading of them."""
+    columns = TABLE2_COLUMNS | {"prop_wrong_pixels": "prop_wrong",
+                                "prop_any_wrong_pixels": "prop_any_wrong"}  # fmt: skip
+    if metric not in columns:
+        raise ValueError(f"metric must be one of {tuple(columns)}, got {metric!r}")
+    key = columns[metric]
     ref, ours = [], []
     names = {d: (spec["paper"] if not spec.get("standin") else
                  f"{d} ({spec['paper']} stand-in)") for d, spec in DATASETS.items()}  # fmt: skip

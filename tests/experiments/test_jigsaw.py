@@ -86,7 +86,8 @@ def test_compare_tables_against_paper():
     paper = harness.load_paper_tables(PAPER)
 
     def rec(dataset, method, grid, value):
-        m = {"prop_wrong": value, "rmse": value, "kendall_tau_papers": 1 - value}
+        m = {"prop_wrong": value, "rmse": value, "kendall_tau_papers": 1 - value,
+             "prop_wrong_pixels": value / 4}
         return {"cell": {"dataset": dataset, "method": method, "grid": grid, "seed": 0},
                 "metrics": {"train": m, "evaluate": m}}
 
@@ -97,6 +98,10 @@ def test_compare_tables_against_paper():
     assert t2.loc[("MNIST", "2x2"), "status"] == "missing"
     assert t2.loc[("faces (CelebA stand-in)", "2x2"), "status"] == "met"
     assert "CelebA" not in set(t2.index.get_level_values(0))  # no run: no rows
+    pix = jigsaw.compare_table2(fake, paper, "prop_wrong_pixels").set_index(["dataset", "grid"])
+    assert pix.loc[("MNIST", "3x3"), "ours"] == 0.05 and pix.loc[("MNIST", "3x3"), "paper"] == 0.09
+    with pytest.raises(ValueError, match="metric must be one of"):
+        jigsaw.compare_table2(fake, paper, "l2")
     t4 = jigsaw.compare_table4(fake, paper, "prop_wrong").set_index(["method", "grid"])
     assert t4.loc[("gumbel_sinkhorn", "3x3"), "status"] == "met"  # paper .23
     assert t4.loc[("hste", "3x3"), "paper"] == 0.26
