@@ -140,14 +140,17 @@ class Experiment:
         if rec is None:
             raise KeyError(f"no cell {cell_id(cell)} in {store.path}")
         names = rec.get("provenance", {}).get("artifacts", {})
-        if not names:
-            raise NoArtifactsError(
-                f"cell {cell_id(cell)} of {store.path} was recorded without saved weights, so "
-                f"its metrics cannot be recomputed; record them with: python -m "
-                f"permlib.experiments.{self.name} --mode full --table {table} --cell "
-                f"{cell_id(cell)} --force")
         artifacts = {name: store.load_artifact(rec, name) for name in names}
-        again = self.recompute(config_from_dict(self.config_cls, rec["config"]), artifacts)
+        try:
+            again = self.recompute(config_from_dict(self.config_cls, rec["config"]), artifacts)
+        except KeyError as err:
+            if names:
+                raise
+            raise NoArtifactsError(
+                f"cell {cell_id(cell)} of {store.path} was recorded without saved weights "
+                f"({err} is missing), so its metrics cannot be recomputed; record them with: "
+                f"python -m permlib.experiments.{self.name} --mode full --table {table} "
+                f"--cell {cell_id(cell)} --force") from err
         diff = max((abs(a - b) for a, b in zip(_numbers(again), _numbers(rec["metrics"]),
                                                strict=True)), default=0.0)  # fmt: skip
         return {"stored": rec["metrics"], "recomputed": again, "max_abs_diff": diff}
