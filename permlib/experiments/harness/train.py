@@ -67,6 +67,7 @@ __all__ = [
     "cosine_schedule",
     "fit",
     "learning_curve",
+    "loss_trend",
     "torch_threads",
 ]
 
