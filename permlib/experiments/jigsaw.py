@@ -60,6 +60,7 @@ __all__ = [
     "JigsawConfig",
     "JigsawExperiment",
     "cells",
+    "compare_budget",
     "compare_table2",
     "compare_table4",
     "evaluate",
@@ -461,6 +462,12 @@ TABLE2_COLUMNS = {"prop_wrong": "prop_wrong", "prop_any_wrong": "prop_any_wrong"
                   "kendall_tau_papers": "kendall_tau", "l1": "l1", "rmse": "l2"}  # fmt: skip
 
 
+def _table2_name(dataset: str) -> str:
+    """Our dataset's row name in Mena et al.'s Table 2 (stand-ins say what they stand for)."""
+    spec = DATASETS[dataset]
+    return f"{dataset} ({spec['paper']} stand-in)" if spec.get("standin") else spec["paper"]
+
+
 def compare_table2(results: dict | None, paper: dict, metric: str = "prop_wrong") -> pd.DataFrame:
     """One metric of Mena et al.'s Table 2 beside ours (test puzzles): ``dataset, grid, paper,
     ours, sd, n_seeds, gap, status``; ``metric`` is ours (see :data:`TABLE2_COLUMNS`). Our
@@ -474,12 +481,10 @@ def compare_table2(results: dict | None, paper: dict, metric: str = "prop_wrong"
         raise ValueError(f"metric must be one of {tuple(columns)}, got {metric!r}")
     key = columns[metric]
     ref, ours = [], []
-    names = {d: (spec["paper"] if not spec.get("standin") else
-                 f"{d} ({spec['paper']} stand-in)") for d, spec in DATASETS.items()}  # fmt: skip
     for d, spec in DATASETS.items():
-        ref += [{"dataset": names[d], "grid": r["grid"], "paper": r[key]}
+        ref += [{"dataset": _table2_name(d), "grid": r["grid"], "paper": r[key]}
                 for r in paper["jigsaw_table2"]["rows"] if r["dataset"] == spec["paper"]]
-        ours += [r | {"dataset": names[d]}
+        ours += [r | {"dataset": _table2_name(d)}
                  for r in _ours(results, metric, "evaluate", dataset=d, method="gumbel_sinkhorn")]
     table = harness.compare(ref, ours, on=["dataset", "grid"],
                             higher_is_better=metric in _HIGHER_IS_BETTER)  # fmt: skip
@@ -509,6 +514,41 @@ def compare_table4(
         frames.append(t.assign(method=method))
     table = pd.concat(frames, ignore_index=True)
     return table[["method", *[c for c in table.columns if c != "method"]]]
+
+
+def compare_budget(budget: dict | None, results: dict | None, paper: dict,
+                   metric: str = "prop_wrong") -> pd.DataFrame:  # fmt: skip
+    """Cells trained with another budget (``budget``: the results of one table run with, e.g.,
+    ``--n-steps 37500`` into another folder) beside the same cells of the table's own protocol
+    (``results``, mean over its seeds) and the paper, in that table's comparison
+    (:func:`compare_table2` or :func:`compare_table4`, test puzzles): ``dataset, method, grid,
+    paper, base, base_seeds, budget, budget_train, budget_steps, minutes`` — one row per budget
+    cell, ``budget_train`` the same metric on the training puzzles."""
+    cols = ["dataset", "method", "grid", "paper", "base", "base_seeds", "budget",
+            "budget_train", "budget_steps", "minutes"]  # fmt: skip
+    table = (budget or {}).get("table")
+    if budget is not None and table not in TABLES:
+        raise ValueError(f"budget must be the results of one of {tuple(TABLES)}, got {table!r}")
+    rows = []
+    for rec in harness.select_records(budget):
+        c = rec["cell"]
+        grid = f"{c['grid']}x{c['grid']}"
+        if table == "table2":
+            ref = compare_table2(results, paper, metric)
+            ref = ref[(ref["dataset"] == _table2_name(c["dataset"])) & (ref["grid"] == grid)]
+        else:
+            ref = compare_table4(results, paper, metric, methods=(c["method"],))
+            ref = ref[ref["grid"] == grid]
+        base = ref.iloc[0] if len(ref) else {}
+        rows.append({"dataset": c["dataset"], "method": c["method"], "grid": c["grid"],
+                     "paper": base.get("paper", float("nan")),
+                     "base": base.get("ours", float("nan")),
+                     "base_seeds": base.get("n_seeds", 0),
+                     "budget": rec["metrics"]["evaluate"][metric],
+                     "budget_train": rec["metrics"]["train"][metric],
+                     "budget_steps": rec["train"]["steps"],
+                     "minutes": rec["train"]["wall_s"] / 60})  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _loss_fall(curve: dict, tail: float) -> float:

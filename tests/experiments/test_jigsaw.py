@@ -109,6 +109,23 @@ def test_compare_tables_against_paper():
     row = t4.set_index(["method", "grid"]).loc[("gumbel_sinkhorn", "3x3")]
     assert row["paper"] == 0.65 and row["status"] == "met"
 
+    def longer(table, dataset, grid, value, train):
+        r = rec(dataset, "gumbel_sinkhorn", grid, value)
+        r["metrics"]["train"] = {"prop_wrong": train}
+        return {"table": table, "cells": [r | {"train": {"steps": 40, "wall_s": 120.0}}]}
+
+    b2 = jigsaw.compare_budget(longer("table2", "mnist", 3, 0.05, 0.01), fake, paper)
+    assert b2.iloc[0][["paper", "base", "base_seeds", "budget", "budget_train"]].tolist() == [
+        0.09, 0.2, 1, 0.05, 0.01]
+    assert b2.iloc[0]["budget_steps"] == 40 and b2.iloc[0]["minutes"] == 2.0
+    b4 = jigsaw.compare_budget(longer("table4", "mnist", 3, 0.1, 0.1), fake, paper)
+    assert b4.iloc[0][["paper", "base"]].tolist() == [0.23, 0.2]
+    b4 = jigsaw.compare_budget(longer("table4", "mnist", 6, 0.1, 0.1), fake, paper)
+    assert b4.iloc[0]["base_seeds"] == 0 and b4.iloc[0]["budget"] == 0.1  # no base cell yet
+    assert jigsaw.compare_budget(None, fake, paper).empty
+    with pytest.raises(ValueError, match="budget must be the results of one of"):
+        jigsaw.compare_budget({"table": "other", "cells": []}, fake, paper)
+
 
 def test_standins_train_as_long_as_mnist_unless_overridden():
     steps = {(c["dataset"], c["grid"]): cfg.n_steps for c, cfg in jigsaw.cells("table2")}
