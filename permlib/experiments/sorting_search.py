@@ -36,6 +36,7 @@ __all__ = [
     "SEARCH_SEEDS",
     "VARIANTS",
     "cells",
+    "effects",
     "error_positions",
     "main",
     "run",
@@ -135,6 +136,36 @@ def summary(results: dict | None, metric: str = "prop_any_wrong") -> pd.DataFram
     out["text"] = [f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}"
                    for m, s in zip(out["mean"], out["sd"], strict=True)]  # fmt: skip
     return out.pivot(index=["variant", "N"], columns="distribution", values="text")
+
+
+def effects(results: dict | None, metric: str = "prop_wrong", baseline: str = "baseline",
+            train: str = "U(0,1)") -> pd.DataFrame:  # fmt: skip
+    """Each variant against ``baseline`` on the seeds both were run with: per variant and N,
+    the mean of ``metric`` on the training interval ``train`` and over the other (shifted)
+    intervals, the baseline's on the same seeds, and ``better``: whether the variant's mean is
+    no worse on both (lower is better: ``metric`` is an error rate). Columns ``variant, N,
+    seeds, train, shifted, base_train, base_shifted, better``; the baseline has no row."""
+    cols = ["variant", "N", "seeds", "train", "shifted", "base_train", "base_shifted", "better"]
+    by = {}
+    for rec in (results or {}).get("cells", []):
+        m = rec["metrics"]
+        if train not in m:
+            raise ValueError(f"train must be a test interval of the results, got {train!r}")
+        shifted = [v[metric] for d, v in m.items() if d != train]
+        c = rec["cell"]
+        by[(c["variant"], c["n"], c["seed"])] = (m[train][metric], sum(shifted) / len(shifted))
+    rows = []
+    for variant, n in dict.fromkeys((v, n) for v, n, _ in by):
+        seeds = sorted(s for v, m, s in by if (v, m) == (variant, n) and (baseline, n, s) in by)
+        if variant == baseline or not seeds:
+            continue
+        mine = [by[(variant, n, s)] for s in seeds]
+        base = [by[(baseline, n, s)] for s in seeds]
+        t, sh = (sum(x[i] for x in mine) / len(seeds) for i in (0, 1))
+        bt, bsh = (sum(x[i] for x in base) / len(seeds) for i in (0, 1))
+        rows.append({"variant": variant, "N": n, "seeds": seeds, "train": t, "shifted": sh,
+                     "base_train": bt, "base_shifted": bsh, "better": t <= bt and sh <= bsh})
+    return pd.DataFrame(rows, columns=cols)
 
 
 @torch.no_grad()

@@ -38,3 +38,23 @@ def test_error_positions_find_swapped_columns():
         net.g2.bias.zero_()
     rate = error_positions(net, n_lists=50)
     assert rate.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_effects_compare_each_variant_with_the_baseline_on_shared_seeds():
+    def rec(variant, seed, train, shifted):
+        m = {"U(0,1)": {"prop_wrong": train}, "U(1,2)": {"prop_wrong": shifted},
+             "U(0,10)": {"prop_wrong": 2 * shifted}}  # fmt: skip
+        return {"cell": {"variant": variant, "n": 8, "seed": seed}, "metrics": m}
+
+    data = {"cells": [rec("baseline", 100, 0.2, 0.1), rec("baseline", 101, 0.4, 0.3),
+                      rec("a", 100, 0.1, 0.1), rec("a", 102, 0.9, 0.9),  # 102: no baseline
+                      rec("b", 101, 0.1, 0.5), rec("c", 102, 0.0, 0.0)]}  # fmt: skip
+    out = sorting_search.effects(data).set_index("variant")
+    assert list(out.index) == ["a", "b"]  # c shares no seed with the baseline
+    a, b = out.loc["a"], out.loc["b"]
+    assert a["seeds"] == [100] and a["train"] == 0.1 and a["base_train"] == 0.2
+    assert a["shifted"] == pytest.approx(0.15) and a["base_shifted"] == pytest.approx(0.15)
+    assert a["better"] and not b["better"]  # b: better on U(0,1), worse past it
+    assert sorting_search.effects(None).empty
+    with pytest.raises(ValueError, match="train must be a test interval"):
+        sorting_search.effects(data, train="U(5,6)")
