@@ -529,16 +529,21 @@ def compare_budget(budget: dict | None, results: dict | None, paper: dict,
     table = (budget or {}).get("table")
     if budget is not None and table not in TABLES:
         raise ValueError(f"budget must be the results of one of {tuple(TABLES)}, got {table!r}")
+    records = harness.select_records(budget)
+    if not records:
+        return pd.DataFrame(columns=cols)
+    # one comparison for all budget cells; each row then finds its cell by (name, grid)
+    if table == "table2":
+        whole, name = compare_table2(results, paper, metric), "dataset"
+        key = [_table2_name(r["cell"]["dataset"]) for r in records]
+    else:
+        methods = tuple(dict.fromkeys(r["cell"]["method"] for r in records))
+        whole, name = compare_table4(results, paper, metric, methods=methods), "method"
+        key = [r["cell"]["method"] for r in records]
     rows = []
-    for rec in harness.select_records(budget):
+    for rec, k in zip(records, key, strict=True):
         c = rec["cell"]
-        grid = f"{c['grid']}x{c['grid']}"
-        if table == "table2":
-            ref = compare_table2(results, paper, metric)
-            ref = ref[(ref["dataset"] == _table2_name(c["dataset"])) & (ref["grid"] == grid)]
-        else:
-            ref = compare_table4(results, paper, metric, methods=(c["method"],))
-            ref = ref[ref["grid"] == grid]
+        ref = whole[(whole[name] == k) & (whole["grid"] == f"{c['grid']}x{c['grid']}")]
         base = ref.iloc[0] if len(ref) else {}
         rows.append({"dataset": c["dataset"], "method": c["method"], "grid": c["grid"],
                      "paper": base.get("paper", float("nan")),
