@@ -156,7 +156,7 @@ def effects(results: dict | None, metric: str = "prop_wrong", baseline: str = "b
         by[(c["variant"], c["n"], c["seed"])] = (m[train][metric], sum(shifted) / len(shifted))
     rows = []
     for variant, n in dict.fromkeys((v, n) for v, n, _ in by):
-        seeds = sorted(s for v, m, s in by if (v, m) == (variant, n) and (baseline, n, s) in by)
+        seeds = sorted(s for v, k, s in by if (v, k) == (variant, n) and (baseline, n, s) in by)
         if variant == baseline or not seeds:
             continue
         mine = [by[(variant, n, s)] for s in seeds]
