@@ -186,8 +186,9 @@ _ADDED_FIELDS = {"n_samples": None, "noise_schedule": "constant", "standardize":
 TABLES: dict[str, dict] = {
     "table1": {
         "title": "Table 1 of Mena et al. (2017, 2018): Sinkhorn networks, seven test distributions",
-        # 1500 steps with a cosine decay of the learning rate: at N = 100, 500 constant-rate
-        # steps leave P.A.W. at 0.56 on U(0,1) and 1500 constant-rate steps at 1.0 (seed 0).
+        # 1500 steps with a cosine decay of the learning rate, against the reference code's 500
+        # constant-rate steps: the evidence is the variants steps500_constant and
+        # steps1500_constant of sorting_search (seeds 100-102, sorting_table1_search.json).
         "protocol": {
             "n_steps": 1500,
             "lr_schedule": "cosine",
@@ -202,9 +203,8 @@ TABLES: dict[str, dict] = {
     "table5": {
         "title": "Hungarian-STE paper, Table 5: Sinkhorn, Gumbel-Sinkhorn and HSTE, N up to 400",
         # PyTorch's default initialization, as in the implementation the HSTE paper builds
-        # on: with 10 training lists, zero first-layer biases (the "glorot" init of Table 1)
-        # leave P.A.W. at 0.1-0.7 for N = 10 and 15 where the default init gives 0 (3 seeds,
-        # 100 test lists).
+        # on; the comparison with Table 1's "glorot" is sorting_search --table table5 (seeds
+        # 100-102, sorting_table5_search.json).
         "protocol": {
             "n_steps": 500,
             "init": "torch",

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from permlib.experiments import sorting_search
@@ -58,3 +60,20 @@ def test_effects_compare_each_variant_with_the_baseline_on_shared_seeds():
     assert sorting_search.effects(None).empty
     with pytest.raises(ValueError, match="train must be a test interval"):
         sorting_search.effects(data, train="U(5,6)")
+
+
+def test_effects_pair_each_variant_with_its_own_baseline_without_shifted_intervals():
+    def rec(variant, seed, pw):
+        return {"cell": {"variant": variant, "n": 10, "seed": seed},
+                "metrics": {"U(0,1)": {"prop_wrong": pw}}}
+
+    data = {"cells": [rec("a_torch", 100, 0.2), rec("a_glorot", 100, 0.1),
+                      rec("b_torch", 100, 0.0), rec("b_glorot", 100, 0.3),
+                      rec("a_torch", 101, 0.4), rec("a_glorot", 101, 0.3)]}  # fmt: skip
+    pairs = {"a_glorot": "a_torch", "b_glorot": "b_torch"}
+    out = sorting_search.effects(data, baseline=pairs).set_index("variant")
+    assert list(out.index) == ["a_glorot", "b_glorot"]  # the torch variants are baselines
+    a = out.loc["a_glorot"]
+    assert a["seeds"] == [100, 101] and a["train"] == pytest.approx(0.2)
+    assert a["base_train"] == pytest.approx(0.3) and math.isnan(a["shifted"])
+    assert a["better"] and not out.loc["b_glorot", "better"]
