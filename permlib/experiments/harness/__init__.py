@@ -22,6 +22,7 @@ from permlib.experiments.harness.compare import (
     load_paper_tables,
     markdown_table,
     summarize,
+    summary_table,
 )
 from permlib.experiments.harness.config import (
     add_config_arguments,
@@ -95,6 +96,7 @@ __all__ = [
     "select_records",
     "selection_from_args",
     "summarize",
+    "summary_table",
     "torch_threads",
     "world_size",
 ]

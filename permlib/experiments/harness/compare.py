@@ -30,6 +30,7 @@ __all__ = [
     "load_paper_tables",
     "markdown_table",
     "summarize",
+    "summary_table",
 ]
 
 STATUSES = ("met", "worse", "missing", "ours only")
@@ -81,7 +82,9 @@ def compare(
     Returns:
         One row per key in either table, in the paper's order (our extra keys after): the keys,
         ``paper``, ``ours`` (mean over seeds), ``sd`` (sample standard deviation, NaN for one
-        seed), ``n_seeds``, ``gap`` (ours minus paper) and ``status``.
+        seed), ``n_seeds``, ``gap`` (ours minus paper), ``status`` and ``by_mean``: whether our
+        rounded mean alone is as good as the paper's (a ``"met"`` row without it is met only
+        because the paper's value lies within one sd of a worse mean).
     """
     on = list(on)
     p = _frame(paper, "paper")
@@ -107,19 +110,26 @@ def compare(
     table = table.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
     table["n_seeds"] = table["n_seeds"].fillna(0).astype(int)
     table["gap"] = table["ours"] - table["paper"]
+    table["by_mean"] = [_as_good(r.paper, r.ours, higher_is_better, digits)
+                        for r in table.itertuples()]  # fmt: skip
     table["status"] = [
-        _status(r.paper, r.ours, r.sd, higher_is_better, digits) for r in table.itertuples()
+        _status(r.paper, r.ours, r.sd, r.by_mean) for r in table.itertuples()
     ]
     return table
 
 
-def _status(paper: float, ours: float, sd: float, higher: bool, digits: int) -> str:
+def _as_good(paper: float, ours: float, higher: bool, digits: int) -> bool:
+    if _isnan(ours) or _isnan(paper):
+        return False
+    mean = round(ours, digits)
+    return bool(mean >= paper if higher else mean <= paper)
+
+
+def _status(paper: float, ours: float, sd: float, as_good: bool) -> str:
     if _isnan(ours):
         return "missing"
     if _isnan(paper):
         return "ours only"
-    mean = round(ours, digits)
-    as_good = mean >= paper if higher else mean <= paper
     within = not _isnan(sd) and abs(paper - ours) <= sd
     return "met" if as_good or within else "worse"
 
@@ -129,10 +139,13 @@ def _isnan(x: Any) -> bool:
 
 
 def summarize(table: pd.DataFrame) -> dict[str, Any]:
-    """Counts per status, ``total`` (rows with a paper value) and the ``worse`` rows."""
+    """Counts per status, ``met_within_sd`` (the met rows whose mean alone is worse than the
+    paper's), ``total`` (rows with a paper value) and the ``worse`` rows."""
     counts = {s: int((table["status"] == s).sum()) for s in STATUSES}
+    by_mean = table["by_mean"] if "by_mean" in table else pd.Series(True, index=table.index)
     return {
         "met": counts["met"],
+        "met_within_sd": int(((table["status"] == "met") & ~by_mean.astype(bool)).sum()),
         "worse": counts["worse"],
         "missing": counts["missing"],
         "ours_only": counts["ours only"],
@@ -141,11 +154,27 @@ def summarize(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def summary_table(comparisons: Mapping[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
+    """One row per comparison, keyed ``(table, metric)``: columns ``table, metric, met,
+    within 1 sd`` (the met cells whose mean alone is worse, see :func:`summarize`), ``worse,
+    missing, total``."""
+    cols = ["table", "metric", "met", "within 1 sd", "worse", "missing", "total"]
+    rows = []
+    for (table, metric), c in comparisons.items():
+        s = summarize(c)
+        rows.append({"table": table, "metric": metric, "met": s["met"],
+                     "within 1 sd": s["met_within_sd"], "worse": s["worse"],
+                     "missing": s["missing"], "total": s["total"]})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def describe(table: pd.DataFrame, keys: Sequence[str], worst: int = 3, digits: int = 2) -> str:
     """One sentence on a comparison: how many cells are met, worse, missing, ours only, and the
     ``worst`` largest shortfalls named by ``keys``."""
     s = summarize(table)
-    text = (f"{s['met']} of {s['total']} cells met or beaten, {s['worse']} worse, "
+    within = (f" ({s['met_within_sd']} of them only within one sd of a worse mean)"
+              if s["met_within_sd"] else "")
+    text = (f"{s['met']} of {s['total']} cells met or beaten{within}, {s['worse']} worse, "
             f"{s['missing']} not run yet.")  # fmt: skip
     if s["ours_only"]:
         text += f" {s['ours_only']} of ours have no paper value."

@@ -24,6 +24,12 @@ def test_status_per_row():
     s = summarize(t)
     assert (s["met"], s["worse"], s["missing"], s["ours_only"], s["total"]) == (2, 1, 1, 1, 4)
     assert list(s["worse_rows"]["N"]) == [10]
+    assert list(t["by_mean"]) == [True, False, False, False, False]
+    assert s["met_within_sd"] == 1  # N = 15: mean .15 is worse than .10, within its sd
+    from permlib.experiments.harness import describe
+
+    assert describe(t, ["N"]).startswith(
+        "2 of 4 cells met or beaten (1 of them only within one sd of a worse mean), 1 worse")
 
 
 def test_higher_is_better_and_empty_ours():
@@ -76,3 +82,16 @@ def test_select_records():
     data = {"cells": [{"cell": {"m": "a", "n": 1}}, {"cell": {"m": "b", "n": 1}}]}
     assert [r["cell"]["m"] for r in select_records(data, n=1)] == ["a", "b"]
     assert select_records(data, m="b", n=1) == [data["cells"][1]] and select_records(None) == []
+
+
+def test_summary_table_counts_each_comparison():
+    from permlib.experiments.harness import summary_table
+
+    t = compare([{"N": n, "paper": 0.10} for n in (5, 15)],
+                [{"N": 5, "seed": 0, "value": 0.1}, {"N": 15, "seed": 0, "value": 0.05},
+                 {"N": 15, "seed": 1, "value": 0.25}], on=["N"])  # fmt: skip
+    out = summary_table({("T", "P.W."): t, ("T", "P.A.W."): t.iloc[:1]})
+    assert list(out.columns) == ["table", "metric", "met", "within 1 sd", "worse", "missing",
+                                 "total"]  # fmt: skip
+    assert out.iloc[0].tolist() == ["T", "P.W.", 2, 1, 0, 0, 2]
+    assert out.iloc[1].tolist() == ["T", "P.A.W.", 1, 0, 0, 0, 1]
