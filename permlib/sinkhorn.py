@@ -322,6 +322,11 @@ def _scalings(
         return None
     tracking = track or tol is not None
     k = x.exp() if c is None else torch.sub(x, c).exp_()
+    # Subnormal entries of K are flushed to 0: they change a row or column sum by less than
+    # the underflow of the products K_ij b_j that the range check below already bounds (so the
+    # result is the same to that bound), and on the CPU each product with a subnormal takes a
+    # slow path: a trained network's scores (Table 5 at N = 250) ran 2.5 times slower.
+    torch.nn.functional.threshold_(k, torch.finfo(k.dtype).tiny, 0.0)
     k_t = k.mT
     if keep and not tracking:
         block = n_iters  # a single block
@@ -1021,8 +1026,12 @@ def log_sinkhorn(
         small ``tau`` on spread-out scores) the whole call falls back to the log-domain loop
         (same arguments, same report; its unrolled backward also stores only the potentials,
         in float64, and recomputes two ``N x N`` plans per iteration, so the fallback costs
-        time, not memory). ``python -m benchmarks.convergence`` measures the cost
-        of ``tol``/``return_info`` and of the implicit backward against fixed unrolling.
+        time, not memory). With fixed unrolling and no report, the fallback runs only the
+        first iteration in the log domain and the others in the scaling domain on its result
+        (``S^L(x) = S^{L-1}(log S^1(x))``, whose scalings are usually in range; ``python -m
+        benchmarks.fallback`` times it on a trained network's scores). ``python -m
+        benchmarks.convergence`` measures the cost of ``tol``/``return_info`` and of the
+        implicit backward against fixed unrolling.
 
     Note:
         Devices. On the CPU the input's range is checked before the iterations (NaN/inf raise
@@ -1067,12 +1076,15 @@ def _log_sinkhorn(
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     eager: bool = False,
     exists: torch.Tensor | None = None,
+    absorb: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     """Implementation of :func:`log_sinkhorn` (of :func:`sinkhorn` with ``plan``: the result is
     exponentiated); ``stacklevel`` points the warning at the caller; ``eager`` forces the
     up-front host checks (the CPU's way) on any device; ``exists``: the entries that exist
     (:func:`permlib._checks.entry_mask`), ``None`` for all. Square problems of finite scores
-    take the fast path; the others (rectangular, padded, ``-inf``) :func:`_general`."""
+    take the fast path; the others (rectangular, padded, ``-inf``) :func:`_general`.
+    ``absorb``: where the scalings leave their range, may the fallback absorb the first
+    iteration into the scores and go on in the scaling domain (see :func:`_absorbed`)."""
     check_float_matrix(log_alpha, "log_alpha", square=False, finite=False)
     if (
         _is_transformed(log_alpha)
@@ -1163,7 +1175,8 @@ def _log_sinkhorn(
     host = [float(v) for v in torch.stack([f.double() for f in flags]).tolist()] if flags else []
     if defer and host.pop(0):  # bad input, overflow or out of range: redo with host checks
         return _log_sinkhorn(
-            log_alpha, tau_in, n_iters, tol, backward, return_info, stacklevel + 1, plan, init, True
+            log_alpha, tau_in, n_iters, tol, backward, return_info, stacklevel + 1, plan, init,
+            True, absorb=absorb,
         )
 
     n_bad, worst, info = 0, 0.0, None
@@ -1183,7 +1196,10 @@ def _log_sinkhorn(
         init_flat = None if pot is None else (pot[0].reshape(-1, n), g0)
         if c is not None:
             flat = flat - c
-        if not grad or x.device.type == "meta":  # no gradient, or shapes only: plain autograd
+        solved = None
+        if absorb and not track and n_iters > 1 and x.device.type != "meta":
+            out = _absorbed(flat, n_iters, grad, init_flat, backward, stacklevel + 1, plan, eager)
+        elif not grad or x.device.type == "meta":  # no gradient, or shapes only: plain autograd
             solved = _solve(flat, n_iters, tol, track, init_flat)
             out = solved.log_p.exp() if plan else solved.log_p
         elif implicit:
@@ -1192,21 +1208,14 @@ def _log_sinkhorn(
             res = solved.log_p.exp_() if plan else solved.log_p
             out = _ImplicitGrad.apply(flat, res, plan)
         else:  # unrolled: the hand-written backward stores potentials only
-            hist: list[tuple[torch.Tensor, torch.Tensor]] = []
-            with torch.no_grad():
-                solved = _solve(flat.detach(), n_iters, tol, track, init_flat, history=hist)
-                zero = torch.zeros_like(hist[0][1])
-                us = torch.stack([h[0] for h in hist])
-                vs = torch.stack([zero if g0 is None else g0.to(zero.dtype)] + [h[1] for h in hist])
-            stops = solved.info.n_iters if tol is not None else None
-            out = _UnrolledLog.apply(flat, solved.log_p, us, vs, stops)
+            solved, out = _unrolled_log(flat, n_iters, tol, track, init_flat)
             out = out.exp() if plan else out
-        if solved.info is not None and x.device.type != "meta":
+        if solved is not None and solved.info is not None and x.device.type != "meta":
             n_bad, worst = (
                 int((~solved.info.converged).sum()),
                 float(_amax0(solved.info.residual)),
             )
-        if solved.info is not None:
+        if solved is not None and solved.info is not None:
             info = _shaped(solved.info, batch, None, offset)
     if n_bad and (tol is not None or implicit):
         total = math.prod(batch)
@@ -1216,6 +1225,60 @@ def _log_sinkhorn(
         out = _representable(out, dtype)
     out = out.to(dtype)
     return (out, info) if return_info else out
+
+
+def _unrolled_log(
+    flat: torch.Tensor,
+    n_iters: int,
+    tol: float | None,
+    track: bool,
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[_Solved, torch.Tensor]:
+    """The log-domain loop on ``flat`` (``(M, N, N)``, rows shifted) with the unrolled gradient:
+    ``(solved, log_p)``, ``log_p`` differentiable through :class:`_UnrolledLog`, whose backward
+    stores the potentials only."""
+    hist: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        solved = _solve(flat.detach(), n_iters, tol, track, init, history=hist)
+        zero = torch.zeros_like(hist[0][1])
+        g0 = None if init is None else init[1]
+        us = torch.stack([h[0] for h in hist])
+        vs = torch.stack([zero if g0 is None else g0.to(zero.dtype)] + [h[1] for h in hist])
+    stops = solved.info.n_iters if tol is not None else None
+    return solved, _UnrolledLog.apply(flat, solved.log_p, us, vs, stops)
+
+
+def _absorbed(
+    flat: torch.Tensor,
+    n_iters: int,
+    grad: bool,
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+    backward: str,
+    stacklevel: int,
+    plan: bool,
+    eager: bool,
+) -> torch.Tensor:
+    """The fallback for fixed unrolling without a report: ``S^L(x) = S^{L-1}(log S^1(x))``.
+
+    Sinkhorn iterations compose, so one iteration in the log domain followed by ``L - 1`` on
+    its result ``log S^1(x)`` is the same loop (Schmitzer's absorption of the potentials into
+    the kernel, done once). Scores whose scalings leave the float range in :func:`_scalings`
+    (small ``tau`` on widely spread scores) are usually balanced after that one iteration: the
+    plan ``S^1(x)`` has unit column sums and row sums of order 1, so the remaining iterations
+    take the scaling domain (its own range check still decides; where it fails, they run in the
+    log domain). A trained network's scores reach this case (Table 5's Gumbel-Sinkhorn at
+    ``N = 250`` and ``400``: ``|log_alpha|`` over 100), where ``python -m benchmarks.fallback``
+    times it against the log loop for all ``L`` iterations. Autograd composes the two gradients (the unrolled one of each
+    part), so values and gradients are the loop's up to rounding. ``flat`` is ``(M, N, N)``,
+    rows shifted; returns the log plan (the plan with ``plan``), ``(M, N, N)``."""
+    if grad:
+        head = _unrolled_log(flat, 1, None, False, init)[1]
+    else:
+        head = _solve(flat, 1, None, False, init).log_p
+    return _log_sinkhorn(
+        head, 1.0, n_iters - 1, None, backward, False, stacklevel + 1, plan, None, eager,
+        absorb=False,
+    )
 
 
 def _is_transformed(t: object) -> bool:

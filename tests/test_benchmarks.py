@@ -516,3 +516,28 @@ def test_recorded_gpu_results_if_any_build_their_tables():
     assert report.gpu_summary(gpu, cpu).startswith("**GPU: ")
     if gpu["bench"] is not None:
         assert report.gpu_table(gpu, cpu).index[0] == "permlib"
+
+
+def test_fallback_benchmark_times_the_trained_scores_and_agrees():
+    """benchmarks/fallback.py on one list: the recorded Table 5 weights give scores that leave
+    the scaling range; the absorbed fallback and the whole log loop give the same plans."""
+    from benchmarks.fallback import format_table, measure
+
+    result = measure(reps=1, batch=1)
+    assert result["config"]["shape"] == [10, 1, 250, 250]
+    assert result["extent"] > 80  # spread far beyond the scaling domain's range at tau = 1
+    assert [r["method"] for r in result["timing"]] == ["absorbed", "log loop", "in range"]
+    assert result["timing"][0]["ratio_vs_absorbed"] == 1.0
+    assert result["max_abs_diff"] < 1e-5
+    assert "largest |P_absorbed - P_log loop|" in format_table(result)
+
+
+def test_fallback_benchmark_names_a_missing_weights_file(monkeypatch, tmp_path):
+    import benchmarks.fallback as fallback
+
+    monkeypatch.setattr(fallback, "WEIGHTS", tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="model.pt"):
+        fallback.trained_scores()
+    (tmp_path / "model.pt").write_bytes(b"not a torch file")
+    with pytest.raises(RuntimeError, match="model.pt"):
+        fallback.trained_scores()
