@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -37,13 +38,32 @@ from permlib.data import sample_sorting_batch
 from permlib.experiments.sorting import TABLES, SortingConfig
 from permlib.sinkhorn import _log_sinkhorn
 
-__all__ = ["WEIGHTS", "measure", "main"]
+__all__ = ["WEIGHTS", "RESULT", "load", "measure", "main"]
 
 #: The trained network whose scores are timed (recorded weights of a Table 5 cell).
 WEIGHTS = (
     BENCH_DIR / "results" / "artifacts" / "sorting_table5"
     / "method=gumbel_sinkhorn,n=250,seed=1" / "model.pt"
 )  # fmt: skip
+
+
+#: Where ``--record`` writes (the CPU's; the chapter on performance reads it).
+RESULT = RESULTS / "sinkhorn_fallback_cpu.json"
+
+
+def load(path: str | Path = RESULT) -> dict:
+    """A recorded result of this benchmark; a missing, corrupt or foreign file raises an error
+    that names it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read a benchmarks.fallback result ({err})") from err
+    keys = {"config", "timing", "max_abs_diff", "extent", "provenance"}
+    missing = keys - set(data) if isinstance(data, dict) else keys
+    if missing:
+        raise ValueError(f"{path}: not a benchmarks.fallback result (no {sorted(missing)})")
+    return data
 
 
 def trained_scores(n: int = 250, batch: int = 10, seed: int = 0) -> torch.Tensor:
@@ -136,9 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["provenance"] = provenance_info(argv, 0, "full", "cpu", "benchmarks.fallback", ())
     result["provenance"]["wall_time_s"] = time.perf_counter() - start
     if a.record:
-        path = RESULTS / "sinkhorn_fallback_cpu.json"
-        path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {path}")
+        RESULT.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {RESULT}")
     return result
 
 

@@ -541,3 +541,15 @@ def test_fallback_benchmark_names_a_missing_weights_file(monkeypatch, tmp_path):
     (tmp_path / "model.pt").write_bytes(b"not a torch file")
     with pytest.raises(RuntimeError, match="model.pt"):
         fallback.trained_scores()
+
+
+def test_fallback_result_loads_and_a_bad_file_is_named(tmp_path):
+    from benchmarks.fallback import RESULT, load
+
+    assert load()["timing"][0]["method"] == "absorbed"  # the recorded result
+    assert load(RESULT)["config"]["shape"][-1] == 250
+    for text in ("{not json", "[1, 2]", '{"config": {}}'):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match="bad.json"):
+            load(bad)
