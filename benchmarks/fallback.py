@@ -32,13 +32,15 @@ from pathlib import Path
 import torch
 
 import permlib
-from benchmarks.run import BENCH_DIR, RESULTS, provenance_info
 from benchmarks.timing import interleaved, summary
 from permlib.data import sample_sorting_batch
 from permlib.experiments.sorting import TABLES, SortingConfig
 from permlib.sinkhorn import _log_sinkhorn
 
 __all__ = ["WEIGHTS", "RESULT", "load", "measure", "main"]
+
+BENCH_DIR = Path(__file__).resolve().parent  # repository code: its own folder, not permlib's
+RESULTS = BENCH_DIR / "results"
 
 #: The trained network whose scores are timed (recorded weights of a Table 5 cell).
 WEIGHTS = (
@@ -142,6 +144,8 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from benchmarks.run import provenance_info  # (imports tqdm.auto: not for the chapter)
+
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
