@@ -1026,10 +1026,11 @@ def log_sinkhorn(
         small ``tau`` on spread-out scores) the whole call falls back to the log-domain loop
         (same arguments, same report; its unrolled backward also stores only the potentials,
         in float64, and recomputes two ``N x N`` plans per iteration, so the fallback costs
-        time, not memory). With fixed unrolling and no report, the fallback runs only the
-        first iteration in the log domain and the others in the scaling domain on its result
-        (``S^L(x) = S^{L-1}(log S^1(x))``, whose scalings are usually in range; ``python -m
-        benchmarks.fallback`` times it on a trained network's scores). ``python -m
+        time, not memory). The fallback runs only the first iteration in the log domain and
+        the others in the scaling domain on its result (``S^L(x) = S^{L-1}(log S^1(x))``, whose
+        scalings are usually in range; ``python -m benchmarks.fallback`` times it on a trained
+        network's scores); with ``tol``, unless an item is already within it after that first
+        iteration (then the whole loop runs in the log domain). ``python -m
         benchmarks.convergence`` measures the cost of ``tol``/``return_info`` and of the
         implicit backward against fixed unrolling.
 
@@ -1077,6 +1078,7 @@ def _log_sinkhorn(
     eager: bool = False,
     exists: torch.Tensor | None = None,
     absorb: bool = True,
+    warn: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     """Implementation of :func:`log_sinkhorn` (of :func:`sinkhorn` with ``plan``: the result is
     exponentiated); ``stacklevel`` points the warning at the caller; ``eager`` forces the
@@ -1084,7 +1086,8 @@ def _log_sinkhorn(
     (:func:`permlib._checks.entry_mask`), ``None`` for all. Square problems of finite scores
     take the fast path; the others (rectangular, padded, ``-inf``) :func:`_general`.
     ``absorb``: where the scalings leave their range, may the fallback absorb the first
-    iteration into the scores and go on in the scaling domain (see :func:`_absorbed`)."""
+    iteration into the scores and go on in the scaling domain (see :func:`_absorbed`);
+    ``warn``: issue the :class:`ConvergenceWarning` (the absorbed call's caller does)."""
     check_float_matrix(log_alpha, "log_alpha", square=False, finite=False)
     if (
         _is_transformed(log_alpha)
@@ -1176,7 +1179,7 @@ def _log_sinkhorn(
     if defer and host.pop(0):  # bad input, overflow or out of range: redo with host checks
         return _log_sinkhorn(
             log_alpha, tau_in, n_iters, tol, backward, return_info, stacklevel + 1, plan, init,
-            True, absorb=absorb,
+            True, absorb=absorb, warn=warn,
         )
 
     n_bad, worst, info = 0, 0.0, None
@@ -1196,9 +1199,13 @@ def _log_sinkhorn(
         init_flat = None if pot is None else (pot[0].reshape(-1, n), g0)
         if c is not None:
             flat = flat - c
-        solved = None
-        if absorb and not track and n_iters > 1 and x.device.type != "meta":
-            out = _absorbed(flat, n_iters, grad, init_flat, backward, stacklevel + 1, plan, eager)
+        solved = absorbed = None
+        if absorb and n_iters > 1 and x.device.type != "meta":
+            absorbed = _absorbed(
+                flat, n_iters, tol, track, grad, init_flat, backward, stacklevel + 1, plan, eager
+            )
+        if absorbed is not None:
+            out, flat_info = absorbed
         elif not grad or x.device.type == "meta":  # no gradient, or shapes only: plain autograd
             solved = _solve(flat, n_iters, tol, track, init_flat)
             out = solved.log_p.exp() if plan else solved.log_p
@@ -1210,14 +1217,13 @@ def _log_sinkhorn(
         else:  # unrolled: the hand-written backward stores potentials only
             solved, out = _unrolled_log(flat, n_iters, tol, track, init_flat)
             out = out.exp() if plan else out
-        if solved is not None and solved.info is not None and x.device.type != "meta":
-            n_bad, worst = (
-                int((~solved.info.converged).sum()),
-                float(_amax0(solved.info.residual)),
-            )
-        if solved is not None and solved.info is not None:
-            info = _shaped(solved.info, batch, None, offset)
-    if n_bad and (tol is not None or implicit):
+        if solved is not None:
+            flat_info = solved.info
+        if flat_info is not None and x.device.type != "meta":
+            n_bad, worst = int((~flat_info.converged).sum()), float(_amax0(flat_info.residual))
+        if flat_info is not None:
+            info = _shaped(flat_info, batch, None, offset)
+    if warn and n_bad and (tol is not None or implicit):
         total = math.prod(batch)
         _warn_unconverged(n_bad, total, worst, tol, n_iters, implicit, stacklevel)
     out = out.reshape(x.shape)
@@ -1251,14 +1257,16 @@ def _unrolled_log(
 def _absorbed(
     flat: torch.Tensor,
     n_iters: int,
+    tol: float | None,
+    track: bool,
     grad: bool,
     init: tuple[torch.Tensor, torch.Tensor] | None,
     backward: str,
     stacklevel: int,
     plan: bool,
     eager: bool,
-) -> torch.Tensor:
-    """The fallback for fixed unrolling without a report: ``S^L(x) = S^{L-1}(log S^1(x))``.
+) -> tuple[torch.Tensor, SinkhornInfo | None] | None:
+    """The log-domain fallback as ``S^L(x) = S^{L-1}(log S^1(x))``, or ``None`` to decline.
 
     Sinkhorn iterations compose, so one iteration in the log domain followed by ``L - 1`` on
     its result ``log S^1(x)`` is the same loop (Schmitzer's absorption of the potentials into
@@ -1268,17 +1276,49 @@ def _absorbed(
     take the scaling domain (its own range check still decides; where it fails, they run in the
     log domain). A trained network's scores reach this case (Table 5's Gumbel-Sinkhorn at
     ``N = 250`` and ``400``: ``|log_alpha|`` over 100), where ``python -m benchmarks.fallback``
-    times it against the log loop for all ``L`` iterations. Autograd composes the two gradients (the unrolled one of each
-    part), so values and gradients are the loop's up to rounding. ``flat`` is ``(M, N, N)``,
-    rows shifted; returns the log plan (the plan with ``plan``), ``(M, N, N)``."""
+    times it against the log loop for all ``L`` iterations. Autograd composes the gradients of
+    the two parts (the first iteration's unrolled one with the rest's, unrolled or implicit:
+    the fixed point of ``log S^1(x)`` is that of ``x``), so values and gradients are the
+    loop's up to rounding.
+
+    With ``tol`` an item may stop after the first iteration, which the second part cannot
+    express (it judges its own iterations from the first on): if any item's residual after
+    the first iteration is within ``tol``, the call declines and the caller runs the whole log
+    loop. The report joins the two parts: one more iteration, the first iteration's residual
+    in front of ``errors``, and the potentials summed (``log P = x + f + g``).
+
+    ``flat`` is ``(M, N, N)``, rows shifted. Returns ``(out, info)``: the log plan (the plan
+    with ``plan``), ``(M, N, N)``, and the flat ``(M, ...)`` report when ``track``, else None.
+    """
     if grad:
-        head = _unrolled_log(flat, 1, None, False, init)[1]
+        solved, head = _unrolled_log(flat, 1, None, False, init)
     else:
-        head = _solve(flat, 1, None, False, init).log_p
-    return _log_sinkhorn(
-        head, 1.0, n_iters - 1, None, backward, False, stacklevel + 1, plan, None, eager,
-        absorb=False,
+        solved = _solve(flat, 1, None, False, init)
+        head = solved.log_p
+    first = None
+    if track:  # the residual after the first iteration: its columns are normalized
+        with torch.no_grad():
+            first = _logsumexp(head.detach(), dim=-1).exp_().sub_(1).abs_().amax(dim=-1)
+        if tol is not None and bool((first <= tol).any()):
+            return None
+    out = _log_sinkhorn(
+        head, 1.0, n_iters - 1, tol, backward, track, stacklevel + 1, plan, None, eager,
+        absorb=False, warn=False,
     )
+    if not track:
+        return out, None
+    out, rest = out
+    pdt = solved.f.dtype
+    info = SinkhornInfo(
+        residual=rest.residual,
+        n_iters=rest.n_iters + 1,
+        converged=rest.converged,
+        errors=torch.cat([first.to(rest.errors.dtype).unsqueeze(-1), rest.errors], dim=-1),
+        threshold=rest.threshold,
+        f=(solved.f + rest.f.to(pdt)).to(rest.f.dtype),
+        g=(solved.g + rest.g.to(pdt)).to(rest.g.dtype),
+    )
+    return out, info
 
 
 def _is_transformed(t: object) -> bool:
