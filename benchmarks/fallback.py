@@ -1,23 +1,29 @@
-"""What the log-domain fallback of :func:`permlib.sinkhorn` costs on a trained network's scores,
+"""What the log-domain fallback of :func:`permlib.sinkhorn` costs on trained networks' scores,
 and what absorbing its first iteration saves: ``python -m benchmarks.fallback [--record]``.
 
 The scaling (exp) domain of :func:`permlib.sinkhorn` is fast, but where the scalings would
 over- or underflow (small ``tau`` on widely spread scores) the call falls back to the log
-domain. A trained sorting network reaches that case: the Gumbel-Sinkhorn network of Table 5
-(:cite:`mena2018learning` protocol, ``N = 250``, seed 1, its recorded weights in
-``benchmarks/results/artifacts/sorting_table5/``) has ``|log_alpha|`` near 100 at ``tau = 1``.
-Forward+backward of the head's call (``n_samples`` Gumbel perturbations of one training batch,
-``L = 20``, loss ``sum(P * W)``) is timed, in interleaved rounds (minimum and median), as
+domain. Trained sorting networks reach that case: their ``|log_alpha|`` exceeds 100 at
+``tau = 1``. Two cases, each on the perturbed scores of one training batch of a network whose
+weights are recorded in ``benchmarks/results/artifacts/``:
 
-- ``absorbed``: :func:`permlib.sinkhorn` as it is: one log-domain iteration, the other
-  ``L - 1`` in the scaling domain on its result, where those are in range;
+- ``fixed``: the Table 5 Gumbel-Sinkhorn head (:cite:`mena2018learning` protocol,
+  ``N = 250``, seed 1): ``L = 20`` iterations, unrolled backward;
+- ``implicit``: the scores of the Table 1 Gumbel-Sinkhorn network (``N = 120``, seed 1)
+  through the tolerance head (``tol=1e-3``, at most 200 iterations, implicit backward).
+
+Forward+backward (loss ``sum(P * W)``) is timed in interleaved rounds (minimum and median) as
+
+- ``absorbed``: :func:`permlib.sinkhorn` as it is: one log-domain iteration, the rest in the
+  scaling domain on its result, where those are in range;
 - ``log loop``: the whole loop in the log domain (the fallback before the absorption);
-- ``in range``: the same shape on N(0, 1) scores, which never leave the scaling domain (what
-  the absorbed call is compared with).
+- ``in range`` (``fixed`` only): N(0, 1) scores of the same shape, which never leave the
+  scaling domain (what the absorbed call is compared with).
 
-The plans of ``absorbed`` and ``log loop`` are compared too (largest difference: rounding).
-The machine may be shared: only ratios within one run mean anything. ``--record`` writes
-``benchmarks/results/sinkhorn_fallback_<device>.json`` with the run's provenance.
+The plans of ``absorbed`` and ``log loop`` are compared too (largest difference: rounding),
+and, with ``tol``, their mean iterations. The machine may be shared: only ratios within one
+run mean anything. ``--record`` writes ``benchmarks/results/sinkhorn_fallback_<device>.json``
+with the run's provenance.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,17 +44,19 @@ from permlib.data import sample_sorting_batch
 from permlib.experiments.sorting import TABLES, SortingConfig
 from permlib.sinkhorn import _log_sinkhorn
 
-__all__ = ["WEIGHTS", "RESULT", "load", "measure", "main"]
+__all__ = ["CASES", "RESULT", "load", "measure", "main", "trained_scores"]
 
 BENCH_DIR = Path(__file__).resolve().parent  # repository code: its own folder, not permlib's
 RESULTS = BENCH_DIR / "results"
+ARTIFACTS = RESULTS / "artifacts"
 
-#: The trained network whose scores are timed (recorded weights of a Table 5 cell).
-WEIGHTS = (
-    BENCH_DIR / "results" / "artifacts" / "sorting_table5"
-    / "method=gumbel_sinkhorn,n=250,seed=1" / "model.pt"
-)  # fmt: skip
-
+#: The timed cases: the recorded network (table, N, seed) and the Sinkhorn call of its head.
+CASES: dict[str, dict] = {
+    "fixed": {"table": "table5", "n": 250, "seed": 1,
+              "call": {"n_iters": 20, "tol": None, "backward": "unroll"}},
+    "implicit": {"table": "table1", "n": 120, "seed": 1,
+                 "call": {"n_iters": 200, "tol": 1e-3, "backward": "implicit"}},
+}  # fmt: skip
 
 #: Where ``--record`` writes (the CPU's; the chapter on performance reads it).
 RESULT = RESULTS / "sinkhorn_fallback_cpu.json"
@@ -61,54 +70,70 @@ def load(path: str | Path = RESULT) -> dict:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read a benchmarks.fallback result ({err})") from err
-    keys = {"config", "timing", "max_abs_diff", "extent", "provenance"}
+    keys = {"cases", "provenance"}
     missing = keys - set(data) if isinstance(data, dict) else keys
     if missing:
         raise ValueError(f"{path}: not a benchmarks.fallback result (no {sorted(missing)})")
     return data
 
 
-def trained_scores(n: int = 250, batch: int = 10, seed: int = 0) -> torch.Tensor:
-    """The perturbed scores ``(S, B, N, N)`` the trained Table 5 head feeds to Sinkhorn."""
-    if not WEIGHTS.is_file():
-        raise FileNotFoundError(f"no recorded weights at {WEIGHTS}")
-    config = SortingConfig(n=n, method="gumbel_sinkhorn", **TABLES["table5"]["protocol"])
-    model = config.build()
+def weights_path(case: str) -> Path:
+    """The recorded weights of ``case``'s network."""
+    c = CASES[case]
+    cell = f"method=gumbel_sinkhorn,n={c['n']},seed={c['seed']}"
+    return ARTIFACTS / f"sorting_{c['table']}" / cell / "model.pt"
+
+
+def trained_scores(case: str = "fixed", batch: int = 10, seed: int = 0) -> torch.Tensor:
+    """The perturbed scores ``(S, B, N, N)`` that ``case``'s trained head feeds to Sinkhorn."""
+    c, weights = CASES[case], weights_path(case)
+    if not weights.is_file():
+        raise FileNotFoundError(f"no recorded weights at {weights}")
+    protocol = TABLES[c["table"]]["protocol"]
+    model = SortingConfig(n=c["n"], method="gumbel_sinkhorn", **protocol).build()
     try:
-        model.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except Exception as err:  # a corrupt or foreign file: say which
-        raise RuntimeError(f"cannot load the weights in {WEIGHTS}: {err}") from err
+        raise RuntimeError(f"cannot load the weights in {weights}: {err}") from err
     g = torch.Generator().manual_seed(seed)
-    x = sample_sorting_batch(batch, n, generator=g).x
+    x = sample_sorting_batch(batch, c["n"], generator=g).x
     with torch.no_grad():
         log_alpha = model.log_alpha(x)
         head = model.head
         return permlib.perturb(log_alpha, head.n_samples, head.noise_factor, generator=g)
 
 
-def measure(reps: int = 3, n_iters: int = 20, seed: int = 0, batch: int = 10) -> dict:
-    """Time the three variants (see the module docstring) on ``batch`` lists; returns
-    ``{"config", "timing", "max_abs_diff", "extent"}``, timing rows as in
+def measure(case: str = "fixed", reps: int = 3, seed: int = 0, batch: int = 10) -> dict:
+    """Time ``case`` (a key of :data:`CASES`) on ``batch`` lists; returns ``{"config",
+    "timing", "max_abs_diff", "extent", "mean_iterations"}``, timing rows as in
     :mod:`benchmarks.convergence` (ratios against ``absorbed``)."""
-    x = trained_scores(batch=batch, seed=seed)
+    if case not in CASES:
+        raise ValueError(f"case must be one of {tuple(CASES)}, got {case!r}")
+    kw = CASES[case]["call"]
+    x = trained_scores(case, batch=batch, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     w = torch.randn(x.shape, generator=g)
     normal = torch.randn(x.shape, generator=g)
+    iterations: dict[str, float] = {}
 
-    def fwd_bwd(scores, absorb=True):
+    def fwd_bwd(name, scores, absorb=True):
         def call():
             xg = scores.clone().requires_grad_()
-            p = _log_sinkhorn(xg, 1.0, n_iters, None, "unroll", False, 2, True, absorb=absorb)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", permlib.ConvergenceWarning)
+                p, info = _log_sinkhorn(
+                    xg, 1.0, kw["n_iters"], kw["tol"], kw["backward"], True, 2, True,
+                    absorb=absorb,
+                )
             (grad,) = torch.autograd.grad((p * w).sum(), xg)
+            iterations[name] = float(info.n_iters.double().mean())
             return p.detach()
 
         return call
 
-    calls = {
-        "absorbed": fwd_bwd(x),
-        "log loop": fwd_bwd(x, absorb=False),
-        "in range": fwd_bwd(normal),
-    }
+    calls = {"absorbed": fwd_bwd("absorbed", x), "log loop": fwd_bwd("log loop", x, False)}
+    if kw["tol"] is None:
+        calls["in range"] = fwd_bwd("in range", normal)
     diff = float((calls["absorbed"]() - calls["log loop"]()).abs().max())
     seconds = interleaved(calls, reps)
     base, base_med = min(seconds["absorbed"]), statistics.median(seconds["absorbed"])
@@ -121,24 +146,27 @@ def measure(reps: int = 3, n_iters: int = 20, seed: int = 0, batch: int = 10) ->
         }
         for k, v in seconds.items()
     ]
-    config = {"shape": list(x.shape), "L": n_iters, "tau": 1.0, "dtype": "float32",
-              "reps": reps, "seed": seed, "weights": str(WEIGHTS.relative_to(BENCH_DIR.parent)),
-              "device": "cpu", "threads": torch.get_num_threads()}  # fmt: skip
-    extent = float(x.abs().max())
-    return {"config": config, "timing": timing, "max_abs_diff": diff, "extent": extent}
+    config = {"case": case, **CASES[case], "shape": list(x.shape), "tau": 1.0,
+              "dtype": "float32", "reps": reps, "seed": seed, "device": "cpu",
+              "weights": str(weights_path(case).relative_to(BENCH_DIR.parent)),
+              "threads": torch.get_num_threads()}  # fmt: skip
+    return {"config": config, "timing": timing, "max_abs_diff": diff,
+            "extent": float(x.abs().max()), "mean_iterations": iterations}  # fmt: skip
 
 
 def format_table(result: dict) -> str:
-    """The result of :func:`measure` as a plain-text table."""
+    """One case's result of :func:`measure` as a plain-text table."""
     c = result["config"]
     lines = [
-        f"Sinkhorn forward+backward on trained Table 5 scores {tuple(c['shape'])}, L={c['L']}, "
-        f"max |x| = {result['extent']:.0f} (min of {c['reps']} interleaved rounds)",
-        f"{'method':<10} {'min ms':>10} {'vs absorbed':>12} {'median ms':>10}",
+        f"{c['case']}: Sinkhorn forward+backward on trained {c['table']} scores "
+        f"{tuple(c['shape'])}, {c['call']}, max |x| = {result['extent']:.0f} "
+        f"(min of {c['reps']} interleaved rounds)",
+        f"{'method':<10} {'min ms':>10} {'vs absorbed':>12} {'median ms':>10} {'iterations':>11}",
     ]
     for r in result["timing"]:
+        it = result["mean_iterations"][r["method"]]
         lines.append(f"{r['method']:<10} {r['min_ms']:10.1f} {r['ratio_vs_absorbed']:11.2f}x "
-                     f"{r['median_ms']:10.1f}")  # fmt: skip
+                     f"{r['median_ms']:10.1f} {it:11.1f}")  # fmt: skip
     lines.append(f"largest |P_absorbed - P_log loop|: {result['max_abs_diff']:.2e}")
     return "\n".join(lines)
 
@@ -155,8 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     start = time.perf_counter()
-    result = measure(a.reps)
-    print(format_table(result))
+    result: dict = {"cases": {}}
+    for case in CASES:
+        result["cases"][case] = measure(case, a.reps)
+        print(format_table(result["cases"][case]))
     result["provenance"] = provenance_info(argv, 0, "full", "cpu", "benchmarks.fallback", ())
     result["provenance"]["wall_time_s"] = time.perf_counter() - start
     if a.record:
