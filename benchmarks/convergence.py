@@ -25,14 +25,13 @@ run mean anything.
 from __future__ import annotations
 
 import argparse
-import statistics
 import warnings
 
 import torch
 
 import permlib
 from benchmarks import memory
-from benchmarks.timing import interleaved, summary
+from benchmarks.timing import interleaved, ratio_rows
 
 __all__ = ["measure", "main"]
 
@@ -96,16 +95,7 @@ def measure(
     x = torch.randn(B, N, N, generator=g, dtype=dtype).to(device)
     w = torch.randn(B, N, N, generator=g, dtype=dtype).to(device)
     seconds = interleaved(_calls(x, w, L), reps, device=device)
-    fixed, fixed_med = min(seconds["fixed"]), statistics.median(seconds["fixed"])
-    timing = [
-        {
-            **summary(v),
-            "method": k,
-            "ratio_vs_fixed": min(v) / fixed,
-            "median_ratio_vs_fixed": statistics.median(v) / fixed_med,
-        }
-        for k, v in seconds.items()
-    ]
+    timing = ratio_rows(seconds, "fixed")
     rows = []
     if memory_iters:
         iters = list(memory_iters)

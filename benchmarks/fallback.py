@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -39,7 +38,7 @@ from pathlib import Path
 import torch
 
 import permlib
-from benchmarks.timing import interleaved, summary
+from benchmarks.timing import interleaved, ratio_rows
 from permlib.data import sample_sorting_batch
 from permlib.experiments.sorting import TABLES, SortingConfig
 from permlib.sinkhorn import _log_sinkhorn
@@ -136,16 +135,7 @@ def measure(case: str = "fixed", reps: int = 3, seed: int = 0, batch: int = 10) 
         calls["in range"] = fwd_bwd("in range", normal)
     diff = float((calls["absorbed"]() - calls["log loop"]()).abs().max())
     seconds = interleaved(calls, reps)
-    base, base_med = min(seconds["absorbed"]), statistics.median(seconds["absorbed"])
-    timing = [
-        {
-            **summary(v),
-            "method": k,
-            "ratio_vs_absorbed": min(v) / base,
-            "median_ratio_vs_absorbed": statistics.median(v) / base_med,
-        }
-        for k, v in seconds.items()
-    ]
+    timing = ratio_rows(seconds, "absorbed")
     config = {"case": case, **CASES[case], "shape": list(x.shape), "tau": 1.0,
               "dtype": "float32", "reps": reps, "seed": seed, "device": "cpu",
               "weights": str(weights_path(case).relative_to(BENCH_DIR.parent)),

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-__all__ = ["best_seconds", "interleaved", "summary", "sync_for", "time_rounds"]
+__all__ = ["best_seconds", "interleaved", "ratio_rows", "summary", "sync_for", "time_rounds"]
 
 Device = str | torch.device
 
@@ -101,3 +101,21 @@ def summary(seconds: list[float]) -> dict:
         "median_ms": 1e3 * statistics.median(seconds),
         "reps": len(seconds),
     }
+
+
+def ratio_rows(seconds: dict[str, list[float]], base: str) -> list[dict]:
+    """One row per method of :func:`interleaved`'s result: :func:`summary` plus ``"method"``,
+    ``"ratio_vs_<base>"`` and ``"median_ratio_vs_<base>"`` (ratios of the minima and of the
+    medians against method ``base``: on a shared machine, look at both)."""
+    if base not in seconds:
+        raise KeyError(f"base {base!r} is not among the timed methods {tuple(seconds)}")
+    low, mid = min(seconds[base]), statistics.median(seconds[base])
+    return [
+        {
+            **summary(v),
+            "method": k,
+            f"ratio_vs_{base}": min(v) / low,
+            f"median_ratio_vs_{base}": statistics.median(v) / mid,
+        }
+        for k, v in seconds.items()
+    ]

@@ -563,3 +563,15 @@ def test_fallback_result_loads_and_a_bad_file_is_named(tmp_path):
         bad.write_text(text)
         with pytest.raises(ValueError, match="bad.json"):
             load(bad)
+
+
+def test_ratio_rows_against_a_base_method():
+    from benchmarks.timing import ratio_rows
+
+    rows = ratio_rows({"a": [2.0, 4.0, 3.0], "b": [1.0, 1.0, 3.0]}, "a")
+    assert [r["method"] for r in rows] == ["a", "b"]
+    assert rows[0]["ratio_vs_a"] == 1.0 and rows[1]["ratio_vs_a"] == 0.5
+    assert rows[1]["median_ratio_vs_a"] == pytest.approx(1 / 3)
+    assert rows[1]["min_ms"] == 1000.0 and rows[1]["reps"] == 3
+    with pytest.raises(KeyError, match="'c'"):
+        ratio_rows({"a": [1.0]}, "c")
