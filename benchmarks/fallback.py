@@ -40,14 +40,13 @@ import torch
 import permlib
 from benchmarks.timing import interleaved, ratio_rows
 from permlib.data import sample_sorting_batch
-from permlib.experiments.sorting import TABLES, SortingConfig
+from permlib.experiments import harness, sorting
 from permlib.sinkhorn import _log_sinkhorn
 
-__all__ = ["CASES", "RESULT", "load", "measure", "main", "trained_scores"]
+__all__ = ["CASES", "RESULT", "load", "measure", "main", "trained_network", "trained_scores"]
 
 BENCH_DIR = Path(__file__).resolve().parent  # repository code: its own folder, not permlib's
 RESULTS = BENCH_DIR / "results"
-ARTIFACTS = RESULTS / "artifacts"
 
 #: The timed cases: the recorded network (table, N, seed) and the Sinkhorn call of its head.
 CASES: dict[str, dict] = {
@@ -76,26 +75,25 @@ def load(path: str | Path = RESULT) -> dict:
     return data
 
 
-def weights_path(case: str) -> Path:
-    """The recorded weights of ``case``'s network."""
+def trained_network(case: str) -> torch.nn.Module:
+    """``case``'s recorded network: its cell's stored config and weights, read through the
+    results store (which checks the weights' SHA-256 and names a missing or altered file)."""
     c = CASES[case]
-    cell = f"method=gumbel_sinkhorn,n={c['n']},seed={c['seed']}"
-    return ARTIFACTS / f"sorting_{c['table']}" / cell / "model.pt"
+    store = sorting.EXPERIMENT.store(c["table"], RESULTS)
+    cell = {"method": "gumbel_sinkhorn", "n": c["n"], "seed": c["seed"]}
+    record = store.get(cell)
+    if record is None:
+        raise KeyError(f"no cell {harness.cell_id(cell)} in {store.path}")
+    model = harness.config_from_dict(sorting.SortingConfig, record["config"]).build()
+    model.load_state_dict(store.load_artifact(record, "model.pt"))
+    return model
 
 
 def trained_scores(case: str = "fixed", batch: int = 10, seed: int = 0) -> torch.Tensor:
     """The perturbed scores ``(S, B, N, N)`` that ``case``'s trained head feeds to Sinkhorn."""
-    c, weights = CASES[case], weights_path(case)
-    if not weights.is_file():
-        raise FileNotFoundError(f"no recorded weights at {weights}")
-    protocol = TABLES[c["table"]]["protocol"]
-    model = SortingConfig(n=c["n"], method="gumbel_sinkhorn", **protocol).build()
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except Exception as err:  # a corrupt or foreign file: say which
-        raise RuntimeError(f"cannot load the weights in {weights}: {err}") from err
+    model = trained_network(case)
     g = torch.Generator().manual_seed(seed)
-    x = sample_sorting_batch(batch, c["n"], generator=g).x
+    x = sample_sorting_batch(batch, CASES[case]["n"], generator=g).x
     with torch.no_grad():
         log_alpha = model.log_alpha(x)
         head = model.head
@@ -138,7 +136,7 @@ def measure(case: str = "fixed", reps: int = 3, seed: int = 0, batch: int = 10) 
     timing = ratio_rows(seconds, "absorbed")
     config = {"case": case, **CASES[case], "shape": list(x.shape), "tau": 1.0,
               "dtype": "float32", "reps": reps, "seed": seed, "device": "cpu",
-              "weights": str(weights_path(case).relative_to(BENCH_DIR.parent)),
+              "results": f"sorting_{CASES[case]['table']}.json",
               "threads": torch.get_num_threads()}  # fmt: skip
     return {"config": config, "timing": timing, "max_abs_diff": diff,
             "extent": float(x.abs().max()), "mean_iterations": iterations}  # fmt: skip

@@ -538,15 +538,20 @@ def test_fallback_benchmark_times_the_trained_scores_and_agrees(case):
 
 
 def test_fallback_benchmark_names_a_missing_weights_file(monkeypatch, tmp_path):
+    import shutil
+
     import benchmarks.fallback as fallback
 
-    monkeypatch.setattr(fallback, "ARTIFACTS", tmp_path)
+    monkeypatch.setattr(fallback, "RESULTS", tmp_path)
+    with pytest.raises(KeyError, match="sorting_table5.json"):  # no results file: no cell
+        fallback.trained_scores()
+    shutil.copy(Path(fallback.__file__).parent / "results" / "sorting_table5.json", tmp_path)
     with pytest.raises(FileNotFoundError, match="model.pt"):
         fallback.trained_scores()
-    path = fallback.weights_path("fixed")
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"not a torch file")
-    with pytest.raises(RuntimeError, match="model.pt"):
+    path = tmp_path / "artifacts" / "sorting_table5" / "method=gumbel_sinkhorn,n=250,seed=1"
+    path.mkdir(parents=True)
+    (path / "model.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="model.pt"):  # its SHA-256 is not the recorded one
         fallback.trained_scores()
     with pytest.raises(ValueError, match="case must be one of"):
         fallback.measure("nope")
