@@ -18,6 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from permlib.data.sorting import sorting_permutation
+from permlib.matching import matching
 from permlib.nn.heads import Head, PermutationHead, make_head, reconstruct
 from permlib.nn.init import init_linear_
 
@@ -143,3 +145,39 @@ class SortingNetwork(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Test-time permutation: exact matching of ``log_alpha`` (no noise), ``(B, N)``."""
         return self.head.predict(self.log_alpha(x))
+
+    @torch.no_grad()
+    def relabel_columns_(self, x: torch.Tensor) -> torch.Tensor:
+        """Relabel the output columns so that the matching places the most numbers of ``x``
+        right; in place, returns ``order``.
+
+        Column ``j`` of the scores is meant to stand for position ``j``, but training can leave
+        two neighbouring columns in the wrong order for good: the numbers of those ranks are
+        then swapped in every list, and the reconstruction loss, which pays only the squared
+        gap between two neighbours, hardly sees it (see the sorting chapter). Matching is
+        equivariant to relabelling the columns, so this counts, over the lists ``x`` and their
+        true sorting permutations, how often a number of rank ``r`` is matched to column ``c``,
+        and gives each column the rank it is matched with most in total (an exact assignment
+        on that ``(N, N)`` count matrix, :func:`permlib.matching.matching`). On ``x`` the
+        proportion of misplaced numbers can only go down; the rows of ``g2``'s weight and bias
+        are permuted, nothing else changes. Not in the papers.
+
+        Args:
+            x: ``(B, N)`` lists drawn like the training lists (fresh ones, not test lists).
+
+        Returns:
+            ``order``: ``(N,)`` int64, new column ``j`` is old column ``order[j]`` (the identity
+            when nothing moves). ``g2.weight[order.argsort()]`` undoes it.
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] == 0:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a non-empty batch of lists (B, {self.n}), got {shape}")
+        pred = self.predict(x)  # (B, N): column matched to number i
+        counts = torch.zeros(self.n * self.n, dtype=torch.float64, device=pred.device)
+        counts.index_add_(0, (pred * self.n + sorting_permutation(x)).flatten(),
+                          torch.ones(pred.numel(), dtype=torch.float64, device=pred.device))
+        rank_of = matching(counts.view(self.n, self.n))  # old column c stands for rank_of[c]
+        order = rank_of.argsort()
+        self.g2.weight.copy_(self.g2.weight[order])
+        self.g2.bias.copy_(self.g2.bias[order])
+        return order

@@ -196,3 +196,40 @@ def test_kendall_in_the_papers_convention_is_compared_like_for_like():
     metrics = evaluate(sorting.SortingConfig(n=5).build(), 20, ["U(0,1)"],
                        generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert {"kendall_tau", "kendall_tau_papers"} <= metrics["U(0,1)"].keys()
+
+
+def test_relabelled_cells_are_refreshed_from_their_weights_not_retrained(tmp_path, monkeypatch):
+    """Adding ``relabel_lists`` to a protocol refreshes the recorded cells from their weights:
+    the same training record, the metrics before and after, the relabelled weights verify, and
+    refreshing back to no relabelling restores the trained network's metrics."""
+    monkeypatch.setitem(sorting.TABLES, "tiny", TINY)
+    kw = {"results_dir": tmp_path, "checkpoint_dir": tmp_path / "ck", "progress": False,
+          "selection": {"method": ["gumbel_sinkhorn"], "n": [5]}}  # fmt: skip
+    cell = {"method": "gumbel_sinkhorn", "n": 5, "seed": 0}
+    st = sorting.store("tiny", tmp_path)
+    run_table("tiny", **kw)
+    trained = st.get(cell)
+    assert "relabel" not in trained and "relabel_lists" not in trained["config"]
+    # swap two columns of the stored network so that the relabelling has work to do
+    state = st.load_artifact(trained, "model.pt")
+    swap = torch.tensor([0, 1, 3, 2, 4])
+    state["g2.weight"], state["g2.bias"] = state["g2.weight"][swap], state["g2.bias"][swap]
+    trained["provenance"]["artifacts"]["model.pt"] = st.save_artifact(cell, "model.pt", state)
+    config = harness.config_from_dict(SortingConfig, trained["config"])
+    trained["metrics"] = sorting.EXPERIMENT.recompute(config, {"model.pt": state})
+    st.put(cell, trained)
+
+    monkeypatch.setattr(sorting, "train", lambda *a, **k: pytest.fail("retrained"))
+    run_table("tiny", overrides={"relabel_lists": 200}, **kw)
+    rec = st.get(cell)
+    assert rec["config"]["relabel_lists"] == 200 and rec["train"] == trained["train"]
+    assert rec["relabel"]["metrics_before"] == trained["metrics"]
+    assert rec["relabel"]["moved"] and rec["relabel"]["order"] is not None
+    assert rec["provenance"]["training"]["timestamp"] == trained["provenance"]["timestamp"]
+    assert sorting.verify("tiny", cell, tmp_path)["max_abs_diff"] == 0.0
+    assert (rec["metrics"]["U(0,1)"]["prop_wrong"]
+            <= trained["metrics"]["U(0,1)"]["prop_wrong"])  # fmt: skip
+    run_table("tiny", **kw)  # back: the trained network's own columns
+    assert st.get(cell)["metrics"] == trained["metrics"] and "relabel" not in st.get(cell)
+    with pytest.raises(ValueError, match="relabel_lists"):
+        SortingConfig(relabel_lists=-1)

@@ -132,3 +132,44 @@ def test_order_columns_relabels_the_initial_columns_by_slope():
         slope, plain_slope = slopes(ordered), slopes(plain)
         assert bool((slope[1:] >= slope[:-1]).all())
         assert torch.equal(slope.sort().values, plain_slope.sort().values)
+
+
+def _sorter(n: int, slopes: torch.Tensor) -> SortingNetwork:
+    """A network whose scores are ``slopes[j] * x_i`` (one hidden unit, ReLU of x > 0)."""
+    net = SortingNetwork(n, hidden=1, head="sinkhorn")
+    with torch.no_grad():
+        net.g1.weight.fill_(1.0), net.g1.bias.zero_()
+        net.g2.weight.copy_(slopes[:, None]), net.g2.bias.zero_()
+    return net
+
+
+def test_relabel_columns_unsticks_swapped_neighbours():
+    """Two neighbouring columns in the wrong order swap those ranks in every list; relabelling on
+    training lists puts them back (and the matching is right on fresh lists), a second call
+    moves nothing, and the returned order undoes it."""
+    n = 6
+    slopes = torch.tensor([1.0, 2.0, 4.0, 3.0, 5.0, 6.0])  # columns 2 and 3 out of order
+    net = _sorter(n, slopes)
+    gen = torch.Generator().manual_seed(0)
+    train = sample_sorting_batch(50, n, generator=gen)
+    assert (net.predict(train.x) != train.perm).any(dim=-1).all()
+    order = net.relabel_columns_(train.x)
+    assert order.tolist() == [0, 1, 3, 2, 4, 5]
+    test = sample_sorting_batch(200, n, 3.0, 4.0, generator=gen)
+    assert torch.equal(net.predict(test.x), test.perm)
+    assert torch.equal(net.relabel_columns_(train.x), torch.arange(n))
+    assert torch.equal(net.g2.weight[order.argsort()][:, 0], slopes)
+
+
+def test_relabel_columns_never_places_fewer_numbers_right(generator):
+    net = SortingNetwork(12, generator=generator)
+    lists = sample_sorting_batch(40, 12, generator=generator)
+    before = (net.predict(lists.x) == lists.perm).sum()
+    net.relabel_columns_(lists.x)
+    assert (net.predict(lists.x) == lists.perm).sum() >= before
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(0, 4), torch.zeros(4), torch.zeros(2, 3)])
+def test_relabel_columns_checks_its_lists(bad):
+    with pytest.raises(ValueError, match="x must"):
+        SortingNetwork(4).relabel_columns_(bad)

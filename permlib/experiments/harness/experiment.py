@@ -50,6 +50,9 @@ class Experiment:
     config_cls: type
     axes: tuple[str, ...]
     tables: Mapping[str, Mapping[str, Any]]
+    #: Config fields that act only after training; a cell whose stored config differs only in
+    #: these is brought up to date by :meth:`refresh` from its saved weights, not retrained.
+    post_training: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ to implement
 
@@ -66,6 +69,13 @@ class Experiment:
 
     def recompute(self, config: Any, artifacts: Mapping[str, Any]) -> dict[str, Any]:
         """The metrics of a stored cell, recomputed from its loaded artifacts."""
+        raise NotImplementedError
+
+    def refresh(self, config: Any, record: Mapping[str, Any],
+                artifacts: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """Bring a stored cell (``record``, its loaded ``artifacts``) to ``config``, which differs
+        from the stored one only in :attr:`post_training` fields: a record as
+        :meth:`run_cell` returns. Only needed when :attr:`post_training` is set."""
         raise NotImplementedError
 
     def ci(self, *, seed: int, progress: bool, device: str | torch.device,
@@ -96,9 +106,23 @@ class Experiment:
         return ResultsStore(paths.results_dir(results_dir), self.name, table, self.axes,
                             meta=self.table_meta(table))  # fmt: skip
 
-    def load_results(self, table: str, results_dir: str | Path | None = None) -> dict | None:
-        """The results file of ``table``, or ``None`` if absent."""
-        return self.store(table, results_dir).load()
+    def load_results(self, table: str, results_dir: str | Path | None = None, *,
+                     current: bool = False) -> dict | None:  # fmt: skip
+        """The results file of ``table``, or ``None`` if absent.
+
+        With ``current=True`` the cells of the grid recorded under another config than the one
+        the code runs now (stale: an older protocol) are left out, so that a table never mixes
+        protocols; their ids are listed under ``"stale_cells"`` (a chapter says how many).
+        """
+        data = self.store(table, results_dir).load()
+        if data is None or not current:
+            return data
+        seeds = sorted({rec["cell"]["seed"] for rec in data["cells"]})
+        now = {cell_id(c): self.identity(cfg) for c, cfg in self.cells(table, seeds, {}, [], {})}
+        stale = [rec for rec in data["cells"]
+                 if cell_id(rec["cell"]) in now and rec.get("config") != now[cell_id(rec["cell"])]]
+        return {**data, "cells": [rec for rec in data["cells"] if rec not in stale],
+                "stale_cells": [cell_id(rec["cell"]) for rec in stale]}  # fmt: skip
 
     def run_table(
         self,
@@ -117,18 +141,33 @@ class Experiment:
         device: str | torch.device = "cpu",
     ) -> dict:
         """Run the missing cells of ``table`` (see :func:`~permlib.experiments.harness.run_grid`):
-        done cells are skipped, stale ones refused or rerun, each record written with its
+        done cells are skipped, stale ones refused or rerun (or refreshed from their weights
+        when only :attr:`post_training` fields changed), each record written with its
         provenance and artifacts as soon as it is finished. Returns the file's content."""
         grid = self.cells(table, seeds, dict(selection or {}), list(only), dict(overrides or {}))
+
+        store = self.store(table, results_dir)
 
         def one(cell: dict, config: Any, ckpt: Path) -> dict:
             return self.run_cell(config, checkpoint=ckpt, progress=progress, device=device)
 
         return run_grid(
-            self.store(table, results_dir), grid, one, identity=self.identity,
+            store, grid, one, identity=self.identity,
             checkpoint_dir=paths.checkpoint_dir(checkpoint_dir), force=force, on_stale=on_stale,
-            progress=progress, mode=mode, device=device,
+            progress=progress, mode=mode, device=device, post_training=self.post_training,
+            refresh=self.refresher(store),
         )  # fmt: skip
+
+    def refresher(self, store: ResultsStore) -> Any:
+        """``refresh(cell, config, record)`` for :func:`~permlib.experiments.harness.run_grid`:
+        :meth:`refresh` with the record's artifacts loaded (SHA-256 checked) from ``store``."""
+
+        def refresh(cell: dict, config: Any, record: dict) -> dict:
+            names = record["provenance"]["artifacts"]
+            return self.refresh(config, record,
+                                {name: store.load_artifact(record, name) for name in names})
+
+        return refresh
 
     def verify(
         self, table: str, cell: Mapping[str, Any], results_dir: str | Path | None = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +80,8 @@ def run_grid(
     progress: bool = True,
     mode: str | None = None,
     device: Any = "cpu",
+    post_training: Collection[str] = (),
+    refresh: Callable[[dict[str, Any], Any, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the cells not yet done, writing each record as soon as it is finished.
 
@@ -100,6 +102,13 @@ def run_grid(
             cells and the fields that differ) or ``"rerun"``.
         progress: show a tqdm bar over cells.
         mode, device: recorded in the provenance.
+        post_training: config fields that act only after training (how the trained model is
+            finished or tested). A stale cell whose stored config differs from the current one
+            only in these fields, and that kept its artifacts, is *refreshed* instead of
+            retrained: ``refresh(cell, config, stored_record) -> record`` finishes it from its
+            saved weights. The new record's provenance is this run's, with the training
+            run's under ``"training"``. ``force`` retrains these cells too.
+        refresh: see ``post_training``.
 
     Returns:
         The results file's content after the run.
@@ -112,6 +121,10 @@ def run_grid(
     if main:
         stored = store.records()  # read once for every cell's status
         status = {cell_id(c): store.status(c, identity(cfg), stored) for c, cfg in cells}
+        for c, cfg in cells:
+            if status[cell_id(c)] == "stale" and _refreshable(
+                    store.get(c, stored), identity(cfg), post_training, refresh):  # fmt: skip
+                status[cell_id(c)] = "refresh"
     status = distributed.broadcast_object(status)  # under torchrun: rank 0's view
     stale = [(c, cfg) for c, cfg in cells if status[cell_id(c)] == "stale"]
     if stale and on_stale == "refuse" and not force:
@@ -135,19 +148,50 @@ def run_grid(
         ckpt = ckpt_dir / f"{cell_id(cell)}.pt"
         claim = store.claim(cell) if main else contextlib.nullcontext(True)
         with claim as mine:
-            # another runner may hold the cell, or may have finished it meanwhile
-            go = main and mine and (force or store.status(cell, identity(config)) != "done")
-            if not distributed.broadcast_object(go):
+            # another runner may hold the cell, or may have finished (or refreshed) it meanwhile
+            how, old = "skip", None
+            if main and mine and (force or store.status(cell, identity(config)) != "done"):
+                how = "run"
+                if not force and status[cell_id(cell)] == "refresh":
+                    old = store.get(cell)
+                    if _refreshable(old, identity(config), post_training, refresh):
+                        how = "refresh"
+            how = distributed.broadcast_object(how)  # under torchrun: rank 0's decision
+            if how == "skip" or (how == "refresh" and not main):
+                continue
+            if how == "refresh":
+                record = dict(refresh(cell, config, old))  # type: ignore[misc, arg-type]
+                _write(store, cell, identity(config), record, mode, device,
+                       training=old.get("provenance"))  # type: ignore[union-attr]
                 continue
             record = dict(run_cell(cell, config, ckpt))
             if not main:
                 continue
-            saved = {name: store.save_artifact(cell, name, obj)
-                     for name, obj in record.pop("artifacts", {}).items()}  # fmt: skip
-            record["provenance"] = provenance(
-                seed=cell.get("seed"), mode=mode, device=device, wall_s=record.get("wall_s"),
-                artifacts=saved, world_size=distributed.world_size(),
-            )
-            store.put(cell, {"config": identity(config), **record})
+            _write(store, cell, identity(config), record, mode, device)
             ckpt.unlink(missing_ok=True)
     return store.load() or {}
+
+
+def _refreshable(stored: Mapping[str, Any] | None, config: Mapping[str, Any],
+                 post_training: Collection[str], refresh: Callable | None) -> bool:  # fmt: skip
+    """Whether a stored cell can be brought to ``config`` from its saved weights: it differs
+    only in post-training fields and kept its artifacts."""
+    if refresh is None or stored is None or not stored.get("provenance", {}).get("artifacts"):
+        return False
+    diff = config_diff(stored.get("config", {}), config)
+    return bool(diff) and set(diff) <= set(post_training)
+
+
+def _write(store: ResultsStore, cell: dict[str, Any], config: dict[str, Any],
+           record: dict[str, Any], mode: str | None, device: Any,
+           training: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    """Save a finished cell: its artifacts, then the record with ``config`` and provenance
+    (``training``: the provenance of the run that trained a refreshed cell's weights)."""
+    saved = {name: store.save_artifact(cell, name, obj)
+             for name, obj in record.pop("artifacts", {}).items()}  # fmt: skip
+    prov = provenance(seed=cell.get("seed"), mode=mode, device=device,
+                      wall_s=record.get("wall_s"), artifacts=saved,
+                      world_size=distributed.world_size())  # fmt: skip
+    if training is not None:
+        prov["training"] = {k: v for k, v in training.items() if k != "training"}
+    store.put(cell, {"config": config, **record, "provenance": prov})

@@ -108,3 +108,47 @@ def test_run_grid_checks_the_folder_before_training(tmp_path):
 
 def test_config_diff():
     assert config_diff({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"b": (2, 3), "c": (None, 4)}
+
+
+def test_run_grid_refreshes_cells_that_changed_only_after_training(tmp_path):
+    """A cell whose config differs only in post-training fields is finished from its saved
+    artifacts (no training) and keeps its training run's provenance; other changes, a cell
+    without artifacts, and force still retrain."""
+    store = make(tmp_path)
+    runs, refreshed = [], []
+
+    def run_cell(cell, config, ckpt):
+        runs.append(cell["n"])
+        return {"metrics": {"v": cell["n"] * config.get("scale", 1)}, "wall_s": 5.0,
+                "artifacts": {"w.pt": {"n": torch.tensor(cell["n"])}}}  # fmt: skip
+
+    def refresh(cell, config, record):
+        refreshed.append(cell["n"])
+        w = store.load_artifact(record, "w.pt")["n"]
+        return {"metrics": {"v": int(w) * config["scale"]}, "wall_s": 6.0,
+                "artifacts": {"w.pt": {"n": w}}}  # fmt: skip
+
+    kw = dict(identity=dict, checkpoint_dir=tmp_path / "ck", progress=False,
+              post_training=("scale",), refresh=refresh)  # fmt: skip
+    cells = [({"method": "a", "n": n}, {"lr": 1}) for n in (1, 2)]
+    run_grid(store, cells, run_cell, **kw)
+    first = store.get({"method": "a", "n": 2})["provenance"]
+    run_grid(store, [(c, {"lr": 1, "scale": 10}) for c, _ in cells], run_cell, **kw)
+    assert runs == [1, 2] and refreshed == [1, 2]
+    rec = store.get({"method": "a", "n": 2})
+    assert rec["config"] == {"lr": 1, "scale": 10} and rec["metrics"]["v"] == 20
+    assert rec["provenance"]["training"]["timestamp"] == first["timestamp"]
+    assert "training" not in rec["provenance"]["training"]
+    assert rec["provenance"]["artifacts"]["w.pt"]["sha256"]
+    # a refreshed cell is done; a training field that changes retrains; force retrains
+    run_grid(store, [(c, {"lr": 1, "scale": 10}) for c, _ in cells], run_cell, **kw)
+    assert runs == [1, 2] and refreshed == [1, 2]
+    with pytest.raises(StaleCellError, match="lr 1 -> 2"):
+        run_grid(store, [(c, {"lr": 2, "scale": 10}) for c, _ in cells], run_cell, **kw)
+    run_grid(store, [(c, {"lr": 1, "scale": 3}) for c, _ in cells[:1]], run_cell, **kw,
+             force=True)  # fmt: skip
+    assert runs == [1, 2, 1] and refreshed == [1, 2]
+    # without artifacts there is nothing to refresh from: stale as before
+    store.put({"method": "a", "n": 3}, {"config": {"lr": 1}, "metrics": {}})
+    with pytest.raises(StaleCellError, match="scale None -> 10"):
+        run_grid(store, [({"method": "a", "n": 3}, {"lr": 1, "scale": 10})], run_cell, **kw)
