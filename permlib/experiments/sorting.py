@@ -68,13 +68,16 @@ __all__ = [
     "compare_table1",
     "compare_table5",
     "evaluate",
+    "load_network",
     "load_results",
     "main",
+    "metrics_before_relabel",
     "run",
     "run_cell",
     "run_table",
     "store",
     "train",
+    "trained_state",
     "verify",
 ]
 
@@ -245,7 +248,8 @@ TABLES: dict[str, dict] = {
     },
 }
 
-_CI = {"n": 15, "method": "gumbel_sinkhorn", "n_steps": 300, "lr_schedule": "cosine", "n_test": 200}
+_CI = {"n": 15, "method": "gumbel_sinkhorn", "n_steps": 300, "lr_schedule": "cosine", "n_test": 200,
+       "noise_schedule": "cosine", "relabel_lists": 1000}  # Table 1's protocol, smaller
 _STREAMS = ("init", "data", "noise", "test")
 
 
@@ -407,6 +411,26 @@ def _finish(model: SortingNetwork, config: SortingConfig) -> dict:
     return {"metrics": after, "relabel": relabel}
 
 
+def trained_state(record: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict of a cell's network as training left it: ``state`` (the cell's saved
+    ``model.pt``) with a relabelling (``record["relabel"]["order"]``) undone."""
+    order = (record.get("relabel") or {}).get("order")
+    if order is None:
+        return state
+    undo = torch.as_tensor(order).argsort()
+    return state | {"g2.weight": state["g2.weight"][undo], "g2.bias": state["g2.bias"][undo]}
+
+
+def load_network(store: harness.ResultsStore, record: dict, *,
+                 relabelled: bool = True) -> SortingNetwork:  # fmt: skip
+    """A stored cell's network (weights SHA-256 checked), in eval mode: as tested (relabelled,
+    if the protocol relabels), or with ``relabelled=False`` as training left it."""
+    model = harness.config_from_dict(SortingConfig, record["config"]).build()
+    state = store.load_artifact(record, "model.pt")
+    model.load_state_dict(state if relabelled else trained_state(record, state))
+    return model.eval()
+
+
 def run_cell(
     config: SortingConfig,
     *,
@@ -496,12 +520,7 @@ class SortingExperiment(harness.Experiment):
     def refresh(self, config: SortingConfig, record: dict, artifacts: dict) -> dict:
         t0 = time.perf_counter()
         model = config.build()
-        state = dict(artifacts["model.pt"])
-        order = (record.get("relabel") or {}).get("order")
-        if order is not None:  # back to the trained network's own columns
-            undo = torch.as_tensor(order).argsort()
-            state["g2.weight"], state["g2.bias"] = state["g2.weight"][undo], state["g2.bias"][undo]
-        model.load_state_dict(state)
+        model.load_state_dict(trained_state(record, artifacts["model.pt"]))
         out = {**_finish(model.eval(), config), "train": record["train"],
                "eval_wall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
         out["wall_s"] = round(record["wall_s"] - record.get("eval_wall_s", 0) + out["eval_wall_s"],
@@ -536,16 +555,24 @@ _T5_PAPER_KEY = {"l1": "l1_x100", "l2": "l2_x1000", "kendall_tau_papers": "kenda
 _HIGHER_IS_BETTER = {"kendall_tau", "kendall_tau_papers"}
 
 
-def _ours(results: dict | None, method: str, metric: str, dist: str | None, scale: float = 1.0):
+def _ours(results: dict | None, method: str, metric: str, dist: str | None, scale: float = 1.0,
+          relabelled: bool = True):  # fmt: skip
     rows = []
     for rec in (results or {}).get("cells", []):
         if rec["cell"]["method"] != method:
             continue
-        for d, m in rec["metrics"].items():
+        metrics = rec["metrics"] if relabelled else metrics_before_relabel(rec)
+        for d, m in metrics.items():
             if (dist is None or d == dist) and metric in m:  # older cells lack newer metrics
                 rows.append({"test_distribution": d, "N": rec["cell"]["n"],
                              "seed": rec["cell"]["seed"], "value": m[metric] * scale})
     return rows
+
+
+def metrics_before_relabel(record: dict) -> dict:
+    """A cell's metrics as training left the network (before its columns were relabelled;
+    the cell's ``metrics`` when its protocol does not relabel)."""
+    return (record.get("relabel") or {}).get("metrics_before", record["metrics"])
 
 
 def compare_table1(
@@ -554,17 +581,20 @@ def compare_table1(
     metric: str = "prop_any_wrong",
     method: str = "gumbel_sinkhorn",
     source: str = "sorting_sinkhorn_networks_table1",
+    *,
+    relabelled: bool = True,
 ) -> pd.DataFrame:
     """One metric of Table 1 beside ours: ``test_distribution, N, paper, ours, sd, n_seeds, gap,
     status`` (see :func:`permlib.experiments.harness.compare`), in the paper's rows.
 
     ``source`` is ``"sorting_sinkhorn_networks_table1"`` (Mena et al. 2017: N = 80, 100, 120;
     P.W. and P.A.W.) or ``"sorting_gumbel_sinkhorn_table1"`` (Mena et al. 2018: N = 5 ... 120,
-    P.A.W.).
+    P.A.W.). ``relabelled=False``: our networks as training left them, before the relabelling
+    of their columns (:func:`metrics_before_relabel`).
     """
     ref = [{"test_distribution": r["test_distribution"], "N": r["N"], "paper": r[metric]}
            for r in paper[source]["rows"] if "method" not in r and metric in r]  # fmt: skip
-    table = harness.compare(ref, _ours(results, method, metric, None),
+    table = harness.compare(ref, _ours(results, method, metric, None, relabelled=relabelled),
                             on=["test_distribution", "N"],
                             higher_is_better=metric in _HIGHER_IS_BETTER)  # fmt: skip
     return table[table["status"] != "ours only"].reset_index(drop=True)

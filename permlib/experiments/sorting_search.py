@@ -30,7 +30,13 @@ import torch
 
 from permlib.data import sample_sorting_batch
 from permlib.experiments import harness
-from permlib.experiments.sorting import EXPERIMENT, TABLES, SortingConfig
+from permlib.experiments.sorting import (
+    EXPERIMENT,
+    TABLES,
+    SortingConfig,
+    load_network,
+    metrics_before_relabel,
+)
 from permlib.nn import SortingNetwork
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "effects",
     "error_positions",
     "main",
+    "relabel_effects",
     "run",
     "store",
     "stuck_positions",
@@ -185,6 +192,27 @@ def effects(results: dict | None, metric: str = "prop_wrong",
     return pd.DataFrame(rows, columns=cols)
 
 
+def relabel_effects(results: dict | None, train: str = "U(0,1)") -> pd.DataFrame:
+    """What the relabelling of the output columns did to each stored search cell: ``variant, N,
+    seed, moved`` (columns that changed place), P.W. and P.A.W. on ``train`` before and after
+    (``pw_before, pw_after, paw_before, paw_after``) and P.A.W. averaged over the other intervals
+    (``paw_shifted_before, paw_shifted_after``). Cells recorded without relabelling have none."""
+    cols = ["variant", "N", "seed", "moved", "pw_before", "pw_after", "paw_before", "paw_after",
+            "paw_shifted_before", "paw_shifted_after"]  # fmt: skip
+    rows = []
+    for rec in (results or {}).get("cells", []):
+        if not rec.get("relabel"):
+            continue
+        row = {**{k: rec["cell"][k] for k in ("variant", "seed")}, "N": rec["cell"]["n"],
+               "moved": len(rec["relabel"]["moved"])}  # fmt: skip
+        for when, m in (("before", rec["relabel"]["metrics_before"]), ("after", rec["metrics"])):
+            shifted = [v["prop_any_wrong"] for d, v in m.items() if d != train]
+            row |= {f"pw_{when}": m[train]["prop_wrong"], f"paw_{when}": m[train]["prop_any_wrong"],
+                    f"paw_shifted_{when}": sum(shifted) / len(shifted) if shifted else math.nan}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
 @torch.no_grad()
 def error_positions(
     model: SortingNetwork, n_lists: int = 500, low: float = 0.0, high: float = 1.0, seed: int = 5
@@ -206,17 +234,16 @@ def error_positions(
 def stuck_positions(results: dict | None, table: str = "table1", results_dir=None,
                     threshold: float = 0.9) -> pd.DataFrame:  # fmt: skip
     """For each stored search cell, the positions misplaced in at least ``threshold`` of the
-    ``U(0, 1)`` test lists (recomputed from the cell's saved weights) and the share of lists
-    with a misplaced number among the first four ranks."""
+    ``U(0, 1)`` test lists by the network as training left it (recomputed from the cell's saved
+    weights, its relabelling undone) and the share of lists with a misplaced number among the
+    first four ranks; P.W. and P.A.W. are that network's."""
     st = store(table, results_dir)
     rows = []
     for rec in (results or {}).get("cells", []):
-        model = harness.config_from_dict(SortingConfig, rec["config"]).build()
-        model.load_state_dict(st.load_artifact(rec, "model.pt"))
-        rate = error_positions(model)
+        rate = error_positions(load_network(st, rec, relabelled=False))
+        before = metrics_before_relabel(rec)["U(0,1)"]
         rows.append({**rec["cell"], "stuck": [int(j) for j in (rate >= threshold).nonzero()],
-                     "P.W.": rec["metrics"]["U(0,1)"]["prop_wrong"],
-                     "P.A.W.": rec["metrics"]["U(0,1)"]["prop_any_wrong"],
+                     "P.W.": before["prop_wrong"], "P.A.W.": before["prop_any_wrong"],
                      "lowest ranks": float(rate[:4].max())})  # fmt: skip
     return pd.DataFrame(rows)
 

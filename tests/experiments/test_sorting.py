@@ -229,7 +229,20 @@ def test_relabelled_cells_are_refreshed_from_their_weights_not_retrained(tmp_pat
     assert sorting.verify("tiny", cell, tmp_path)["max_abs_diff"] == 0.0
     assert (rec["metrics"]["U(0,1)"]["prop_wrong"]
             <= trained["metrics"]["U(0,1)"]["prop_wrong"])  # fmt: skip
+    trained_net = sorting.load_network(st, rec, relabelled=False)
+    tested_net = sorting.load_network(st, rec)
+    assert torch.equal(trained_net.g2.weight, state["g2.weight"])
+    assert not torch.equal(tested_net.g2.weight, state["g2.weight"])
+    rows = sorting.compare_table1(st.load(), {"sorting_sinkhorn_networks_table1": {"rows": [
+        {"test_distribution": "U(0,1)", "N": 5, "prop_wrong": 0.0}]}}, "prop_wrong",
+        relabelled=False)  # fmt: skip
+    assert rows["ours"].iloc[0] == pytest.approx(trained["metrics"]["U(0,1)"]["prop_wrong"])
+    # loaded as current, the table leaves out cells of another protocol (here: the tiny one's)
+    now = sorting.load_results("tiny", tmp_path, current=True)
+    assert now["cells"] == [] and now["stale_cells"] == [harness.cell_id(cell)]
+    assert len(sorting.load_results("tiny", tmp_path)["cells"]) == 1
     run_table("tiny", **kw)  # back: the trained network's own columns
     assert st.get(cell)["metrics"] == trained["metrics"] and "relabel" not in st.get(cell)
+    assert sorting.load_results("tiny", tmp_path, current=True)["stale_cells"] == []
     with pytest.raises(ValueError, match="relabel_lists"):
         SortingConfig(relabel_lists=-1)

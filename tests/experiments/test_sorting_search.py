@@ -24,6 +24,15 @@ def test_search_cells_run_and_summarize(tmp_path, monkeypatch):
     table = sorting_search.summary(data)
     assert list(table.index) == [("baseline", 4), ("standardize", 4)]
     assert "±" in table.loc[("baseline", 4), "U(0,1)"]
+    # the search starts from constant noise and relabels like Table 1; each run says what the
+    # relabelling did, and its network as training left it can be reloaded
+    assert grid[0][1].noise_schedule == "constant" and grid[0][1].relabel_lists == 1000
+    rel = sorting_search.relabel_effects(data)
+    assert len(rel) == 4 and (rel["paw_after"] >= 0).all() and (rel["moved"] >= 0).all()
+    assert rel["pw_after"].le(rel["pw_before"] + 1).all()
+    stuck = sorting_search.stuck_positions(data, results_dir=tmp_path)
+    assert len(stuck) == 4
+    assert stuck["P.A.W."].tolist() == rel["paw_before"].tolist()
 
 
 def test_error_positions_find_swapped_columns():
