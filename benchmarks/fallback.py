@@ -9,7 +9,7 @@ weights are recorded in ``benchmarks/results/artifacts/``:
 
 - ``fixed``: the Table 5 Gumbel-Sinkhorn head (:cite:`mena2018learning` protocol,
   ``N = 250``, seed 1): ``L = 20`` iterations, unrolled backward;
-- ``implicit``: the scores of the Table 1 Gumbel-Sinkhorn network (``N = 120``, seed 1)
+- ``implicit``: the scores of the Table 5 Gumbel-Sinkhorn network (``N = 120``, seed 1)
   through the tolerance head (``tol=1e-3``, at most 200 iterations, implicit backward).
 
 Forward+backward (loss ``sum(P * W)``) is timed in interleaved rounds (minimum and median) as
@@ -52,7 +52,7 @@ RESULTS = BENCH_DIR / "results"
 CASES: dict[str, dict] = {
     "fixed": {"table": "table5", "n": 250, "seed": 1,
               "call": {"n_iters": 20, "tol": None, "backward": "unroll"}},
-    "implicit": {"table": "table1", "n": 120, "seed": 1,
+    "implicit": {"table": "table5", "n": 120, "seed": 1,
                  "call": {"n_iters": 200, "tol": 1e-3, "backward": "implicit"}},
 }  # fmt: skip
 
