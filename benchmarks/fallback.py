@@ -84,9 +84,7 @@ def trained_network(case: str) -> torch.nn.Module:
     record = store.get(cell)
     if record is None:
         raise KeyError(f"no cell {harness.cell_id(cell)} in {store.path}")
-    model = harness.config_from_dict(sorting.SortingConfig, record["config"]).build()
-    model.load_state_dict(store.load_artifact(record, "model.pt"))
-    return model
+    return sorting.load_network(store, record)
 
 
 def trained_scores(case: str = "fixed", batch: int = 10, seed: int = 0) -> torch.Tensor:

@@ -119,10 +119,12 @@ class Experiment:
             return data
         seeds = sorted({rec["cell"]["seed"] for rec in data["cells"]})
         now = {cell_id(c): self.identity(cfg) for c, cfg in self.cells(table, seeds, {}, [], {})}
-        stale = [rec for rec in data["cells"]
-                 if cell_id(rec["cell"]) in now and rec.get("config") != now[cell_id(rec["cell"])]]
-        return {**data, "cells": [rec for rec in data["cells"] if rec not in stale],
-                "stale_cells": [cell_id(rec["cell"]) for rec in stale]}  # fmt: skip
+        ids = [cell_id(rec["cell"]) for rec in data["cells"]]
+        stale = [i for i, rec in zip(ids, data["cells"], strict=True)
+                 if i in now and rec.get("config") != now[i]]
+        return {**data, "cells": [rec for i, rec in zip(ids, data["cells"], strict=True)
+                                  if i not in stale],
+                "stale_cells": stale}  # fmt: skip
 
     def run_table(
         self,
