@@ -146,6 +146,10 @@ PAPER_NAMES = {
     "gumbel_sinkhorn_grover": "Gumbel-Sinkhorn",
 }
 _STREAMS = ("init", "data", "noise", "test")
+#: The streams of evaluation: ``"test"`` (lists of test digits) and, appended so the others keep
+#: their seeds, ``"train_eval"`` (lists of training digits, to tell underfitting from
+#: overfitting).
+_EVAL_STREAMS = (*_STREAMS, "train_eval")
 _CI = {
     "numbers": {"n": 15, "n_steps": 300, "n_test": 200},
     "multidigit": {"task": "multidigit", "n": 3, "lr": 1e-3, "batch_size": 20, "n_steps": 100,
@@ -329,8 +333,13 @@ def _decode_grover(log_alpha: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, config: RelaxationsConfig, *, chunk: int = 100) -> dict:
+def evaluate(model: torch.nn.Module, config: RelaxationsConfig, *, split: str = "test",
+             chunk: int = 100) -> dict:  # fmt: skip
     """Test a trained network on ``config.n_test`` lists drawn from the seed's test stream.
+
+    ``split="train"`` (multidigit task only) draws the lists from the *training* digits instead,
+    from a stream of their own: the same network's score on digits it has seen, to tell
+    underfitting (low on both) from overfitting (high on the training digits only).
 
     Returns ``exact_match``, ``elementwise`` (share of items in their right position),
     ``prop_any_wrong`` (``1 - exact_match``, the sorting chapter's P.A.W.), ``prop_wrong``,
@@ -338,10 +347,16 @@ def evaluate(model: torch.nn.Module, config: RelaxationsConfig, *, chunk: int = 
     ``exact_match_grover`` and ``elementwise_grover`` (Grover et al.'s decoding) and the share
     of those decodings that are not permutations.
     """
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    if split == "train" and config.task != "multidigit":
+        raise ValueError("split='train' exists for the multidigit task only (the numbers task "
+                         "draws its training and test lists from one distribution)")
     model.eval()
     spec = RELAXATION_METHODS[config.method]
     layout = spec.get("layout", "items")
-    gen = harness.generators(config.seed, _STREAMS)["test"]
+    gen = harness.generators(config.seed, _EVAL_STREAMS)["test" if split == "test"
+                                                         else "train_eval"]  # fmt: skip
     device = next(model.parameters()).device
     data = _digits(config) if config.task == "multidigit" else None
     sums: dict[str, float] = {}
@@ -352,8 +367,10 @@ def evaluate(model: torch.nn.Module, config: RelaxationsConfig, *, chunk: int = 
             batch = sample_sorting_batch(b, config.n, generator=gen, device=device)
             inputs, perm = batch.x, batch.perm
         else:
-            batch = sample_multidigit_batch(data.test, data.test_labels, b, config.n,
-                                            config.n_digits, generator=gen, device=device)
+            images, labels = ((data.test, data.test_labels) if split == "test"
+                              else (data.train, data.train_labels))
+            batch = sample_multidigit_batch(images, labels, b, config.n, config.n_digits,
+                                            generator=gen, device=device)  # fmt: skip
             inputs, perm = batch.images, batch.perm
         pred = model.predict(inputs)
         if layout == "positions":  # the matching of the rows read as positions
