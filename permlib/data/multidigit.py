@@ -52,6 +52,7 @@ def sample_multidigit_batch(
     n: int,
     n_digits: int = 4,
     *,
+    shift: int = 0,
     generator: torch.Generator | None = None,
     device: str | torch.device | None = None,
 ) -> MultiDigitBatch:
@@ -63,6 +64,10 @@ def sample_multidigit_batch(
         batch_size: lists ``B`` (0 gives an empty batch).
         n: numbers per list, >= 1.
         n_digits: digits per number ``d`` (4 in Grover et al.'s text), >= 1.
+        shift: data augmentation: translate every digit image by its own random offset of
+            ``-shift .. shift`` pixels along each axis (zero fill) before the strip is built;
+            0 (the default, and Grover et al.'s setting) leaves the images as they are and
+            draws nothing more from ``generator``.
         generator: a CPU ``torch.Generator`` for the digit draws (global RNG if ``None``).
         device: where the returned tensors live (default: ``images``' device).
 
@@ -79,7 +84,8 @@ def sample_multidigit_batch(
         0 <= int(labels.min()) and int(labels.max()) <= 9
     ):
         raise ValueError("labels must be integer digits 0 .. 9")
-    for name, v, low in (("batch_size", batch_size, 0), ("n", n, 1), ("n_digits", n_digits, 1)):
+    for name, v, low in (("batch_size", batch_size, 0), ("n", n, 1), ("n_digits", n_digits, 1),
+                         ("shift", shift, 0)):  # fmt: skip
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
     if images.shape[0] == 0:
@@ -91,6 +97,8 @@ def sample_multidigit_batch(
     place = 10 ** torch.arange(n_digits - 1, -1, -1)
     values = (digits * place).sum(dim=-1)
     strips = images[idx.to(images.device)]  # (B, n, d, C, H, W)
+    if shift:
+        strips = _translate(strips, shift, generator)
     strips = strips.permute(0, 1, 3, 4, 2, 5).flatten(-2)  # (B, n, C, H, d * W)
     perm = sorting_permutation(values)
     return MultiDigitBatch(
@@ -99,3 +107,18 @@ def sample_multidigit_batch(
         perm=perm.to(device),
         sorted_values=values.sort(dim=-1, stable=True).values.to(device),
     )
+
+
+def _translate(x: torch.Tensor, shift: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Each image of ``x`` (``(..., C, H, W)``) moved by its own random offset in
+    ``-shift .. shift`` pixels along both axes, zero fill (offsets drawn on the CPU)."""
+    *lead, c, h, w = x.shape
+    flat = x.reshape(-1, c, h, w)
+    k = flat.shape[0]
+    offsets = torch.randint(0, 2 * shift + 1, (2, k), generator=generator).to(x.device)
+    padded = torch.nn.functional.pad(flat, (shift, shift, shift, shift))
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (K, H)
+    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (K, W)
+    out = padded[torch.arange(k, device=x.device)[:, None, None], :, rows[:, :, None],
+                 cols[:, None, :]]  # (K, H, W, C)  # fmt: skip
+    return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)

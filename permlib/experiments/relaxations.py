@@ -170,6 +170,9 @@ class RelaxationsConfig:
             ``"cosine"`` (to 0 over ``n_steps``), lists per step, steps.
         n_test: test lists.
         n_digits: digits per number (multidigit task).
+        augment_shift: multidigit task: translate each training digit by up to this many pixels
+            (:func:`~permlib.data.multidigit.sample_multidigit_batch`'s ``shift``; test lists
+            never are); 0, Grover et al.'s setting, is the default.
         data_dir: folder of the MNIST IDX files (``None``: the 5,000 bundled digits).
         seed: seeds the initialization, training data, noise and test lists.
     """
@@ -186,6 +189,7 @@ class RelaxationsConfig:
     n_digits: int = 4
     data_dir: str | None = None
     seed: int = 0
+    augment_shift: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in ("numbers", "multidigit"):
@@ -201,13 +205,27 @@ class RelaxationsConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        s = self.augment_shift
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"augment_shift must be a non-negative int, got {s!r}")
+        if s and self.task != "multidigit":
+            raise ValueError("augment_shift exists for the multidigit task only")
         if RELAXATION_METHODS[self.method].get("layout") and self.task != "multidigit":
             raise ValueError(f"method {self.method!r} exists for the multidigit task only")
 
     def to_dict(self) -> dict:
+        """The identity of the run: every field (the later ones only when set) and the head."""
         d = harness.config_dict(self)
+        for name, default in _ADDED_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         d["head"] = dict(RELAXATION_METHODS[self.method]["head"])
         return d
+
+
+#: Fields added after cells were recorded: left out of a run's identity at their default, so
+#: the recorded cells stay current.
+_ADDED_FIELDS = {"augment_shift": 0}
 
 
 def available(method: str) -> str | None:
@@ -302,7 +320,8 @@ def train(
 
         def batch(step: int):
             return sample_multidigit_batch(data.train, data.train_labels, config.batch_size,
-                                           config.n, config.n_digits, generator=gens["data"],
+                                           config.n, config.n_digits,
+                                           shift=config.augment_shift, generator=gens["data"],
                                            device=device)  # fmt: skip
 
         def loss(m, b):

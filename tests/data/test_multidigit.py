@@ -45,3 +45,28 @@ def test_bad_input_names_the_argument():
         sample_multidigit_batch(images, labels, 1, 0)
     with pytest.raises(ValueError, match="empty"):
         sample_multidigit_batch(images[:0], labels[:0], 1, 2)
+
+
+def test_shift_translates_each_digit_and_keeps_the_numbers():
+    # one bright pixel in the middle of each 28 x 28 digit: after a shift of at most s it lies
+    # within s pixels of the middle, and each digit keeps exactly one bright pixel
+    labels = torch.arange(10)
+    images = torch.zeros(10, 1, 28, 28)
+    images[:, 0, 14, 14] = 1.0
+    plain = sample_multidigit_batch(images, labels, 50, 4, 3,
+                                    generator=torch.Generator().manual_seed(2))  # fmt: skip
+    moved = sample_multidigit_batch(images, labels, 50, 4, 3, shift=2,
+                                    generator=torch.Generator().manual_seed(2))  # fmt: skip
+    assert torch.equal(plain.values, moved.values) and torch.equal(plain.perm, moved.perm)
+    digits = moved.images.unflatten(-1, (3, 28)).movedim(-2, 2)  # (B, n, d, C, 28, 28)
+    assert torch.equal(digits.sum(dim=(-1, -2, -3)), torch.ones(50, 4, 3))
+    rows, cols = torch.nonzero(digits[..., 0, :, :], as_tuple=True)[-2:]
+    assert (rows - 14).abs().max() == 2 and (cols - 14).abs().max() == 2  # every offset used
+    assert not torch.equal(plain.images, moved.images)
+    # the next draw differs: the offsets came from the same stream, after the digits
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    sample_multidigit_batch(images, labels, 5, 4, generator=g1)
+    sample_multidigit_batch(images, labels, 5, 4, shift=1, generator=g2)
+    assert not torch.equal(g1.get_state(), g2.get_state())
+    with pytest.raises(ValueError, match="shift"):
+        sample_multidigit_batch(images, labels, 5, 4, shift=-1)

@@ -87,3 +87,18 @@ def test_search_grid_records_curves_with_provenance(tmp_path):
     table = relaxations_search.curves(data)
     assert len(table) == 4 and set(table.split) == {"test", "train"}
     assert rec["config"]["n_test"] == 8 and rec["config"]["n_steps"] == 2
+
+
+def test_augment_shift_is_checked_and_left_out_of_old_identities():
+    assert "augment_shift" not in TINY.to_dict()
+    shifted = RelaxationsConfig(**{**TINY.__dict__, "augment_shift": 2})
+    assert shifted.to_dict()["augment_shift"] == 2
+    with pytest.raises(ValueError, match="augment_shift"):
+        RelaxationsConfig(task="multidigit", augment_shift=-1)
+    with pytest.raises(ValueError, match="multidigit task only"):
+        RelaxationsConfig(augment_shift=1)
+    # the shift changes training, not the test lists
+    a, b = train(TINY, progress=False), train(shifted, progress=False)
+    assert a.losses != b.losses
+    (_, config), *_ = relaxations_search.cells(variants=["shift_2"], milestones=(4,))
+    assert config.augment_shift == 2
