@@ -255,11 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--variant", nargs="+", default=None, help="default: every variant of --table")
     p.add_argument("--n", nargs="+", type=int, default=[100])
     p.add_argument("--seed", nargs="+", type=int, default=list(SEARCH_SEEDS))
-    p.add_argument("--results-dir", default=None)
-    p.add_argument("--checkpoint-dir", default=None)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-progress", action="store_true")
+    harness.add_run_options(p)
     args = p.parse_args(argv)
     with harness.torch_threads(args.threads):
         data = run(args.n, args.seed, args.variant, table=args.table, results_dir=args.results_dir,

@@ -15,7 +15,12 @@
 Experiments import the harness; the harness never imports an experiment.
 """
 
-from permlib.experiments.harness.cli import Selection, experiment_parser, selection_from_args
+from permlib.experiments.harness.cli import (
+    Selection,
+    add_run_options,
+    experiment_parser,
+    selection_from_args,
+)
 from permlib.experiments.harness.compare import (
     compare,
     describe,
@@ -65,6 +70,7 @@ __all__ = [
     "ResultsStore",
     "StaleCellError",
     "add_config_arguments",
+    "add_run_options",
     "cell_id",
     "checkpoint_dir",
     "command_line",

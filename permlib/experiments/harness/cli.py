@@ -23,7 +23,7 @@ from typing import Any
 from permlib.experiments.harness.config import add_config_arguments, parse_config_arguments
 from permlib.experiments.harness.grid import parse_cell
 
-__all__ = ["TABLE_KEY", "Selection", "cells_for_table", "experiment_parser",
+__all__ = ["TABLE_KEY", "Selection", "add_run_options", "cells_for_table", "experiment_parser",
            "selection_from_args"]
 
 #: The ``--cell`` key that names a table (``table=table5,method=hste,n=100,seed=0``).
@@ -48,20 +48,27 @@ def experiment_parser(
     p.add_argument("--list-cells", action="store_true",
                    help="print the selected cells, one per line in the --cell syntax (for a job "
                         "array), and exit")
-    p.add_argument("--results-dir", default=None,
-                   help="results folder (default $PERMLIB_RESULTS_DIR or ./benchmarks/results)")
-    p.add_argument("--checkpoint-dir", default=None,
-                   help="checkpoints (default $PERMLIB_CHECKPOINT_DIR or ./benchmarks/checkpoints)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_run_options(p)
     p.add_argument("--force", action="store_true", help="rerun cells already in the results")
     p.add_argument("--rerun-stale", action="store_true",
                    help="rerun finished cells whose stored config differs (default: refuse)")
     p.add_argument("--verify", action="store_true",
                    help="recompute the selected cells' metrics from their saved weights")
     p.add_argument("--json", default=None, help="ci mode: also write the result to this file")
+    add_config_arguments(p, config_cls, axes=axes)
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of where and how a grid runs, shared by every runner and search:
+    ``--results-dir``, ``--checkpoint-dir``, ``--device``, ``--threads``, ``--no-progress``."""
+    p.add_argument("--results-dir", default=None,
+                   help="results folder (default $PERMLIB_RESULTS_DIR or ./benchmarks/results)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoints (default $PERMLIB_CHECKPOINT_DIR or ./benchmarks/checkpoints)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_config_arguments(p, config_cls, axes=axes)
     return p
 
 
