@@ -145,10 +145,16 @@ class Experiment:
         """Run the missing cells of ``table`` (see :func:`~permlib.experiments.harness.run_grid`):
         done cells are skipped, stale ones refused or rerun (or refreshed from their weights
         when only :attr:`post_training` fields changed), each record written with its
-        provenance and artifacts as soon as it is finished. Returns the file's content."""
+        provenance and artifacts as soon as it is finished. Returns the file's content.
+
+        ``overrides`` (config fields set over the table's protocol) are written to the file's
+        header as ``"overrides"`` beside ``"protocol"``, so the header says what the run did."""
         grid = self.cells(table, seeds, dict(selection or {}), list(only), dict(overrides or {}))
 
         store = self.store(table, results_dir)
+        if overrides:
+            store.meta["overrides"] = {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in overrides.items()}  # fmt: skip
 
         def one(cell: dict, config: Any, ckpt: Path) -> dict:
             return self.run_cell(config, checkpoint=ckpt, progress=progress, device=device)

@@ -205,3 +205,12 @@ def test_two_runners_sharing_a_folder_run_every_cell_exactly_once(tmp_path):
     runs = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(runs) == 12 and len({json.dumps(c) for c in runs}) == 12
     assert len(_store(tmp_path).records()) == 12
+
+
+def test_overrides_are_written_to_the_header(tmp_path):
+    data = Toy().run_table("t2", overrides={"scale": 2.0}, results_dir=tmp_path,
+                           checkpoint_dir=tmp_path / "ck", progress=False)  # fmt: skip
+    assert data["overrides"] == {"scale": 2.0} and data["cells"][0]["metrics"]["value"] == 4.0
+    plain = Toy().run_table("t1", results_dir=tmp_path, checkpoint_dir=tmp_path / "ck",
+                            progress=False)  # fmt: skip
+    assert "overrides" not in plain
