@@ -15,7 +15,9 @@ Two tasks, two tables:
   (:class:`permlib.nn.multidigit.MultiDigitCNN`), the cross-entropy between the relaxed and the
   true permutation matrix, Adam and batches of 20 lists (the paper's batch size; their code's
   default is 1), at ``1e-3`` for 1,000 steps instead of their ``1e-4`` for 200 epochs of 55,000
-  digits (about 137 times our training lists): the shortfall is undertraining. Metrics:
+  digits (about 137 times our training lists): the shortfall is mostly undertraining (the
+  learning curves of :mod:`permlib.experiments.relaxations_search`; ``augment_shift`` moves
+  the training digits, which helps longer runs but not this budget). Metrics:
   **exact match** (the whole permutation right) and **element-wise accuracy** (the share of
   positions right); their code calls them ``prop_correct`` and ``prop_any_correct``. The
   Sinkhorn-family rows are decoded two ways: exact matching, and Grover et al.'s decoding, the
