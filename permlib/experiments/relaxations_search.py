@@ -124,6 +124,10 @@ def curve_cell(config: RelaxationsConfig, milestones: Sequence[int] = MILESTONES
 
     With ``checkpoint``, a killed run resumes: the curve so far is kept in
     ``<checkpoint>.curve.json`` (written atomically) and training resumes from the checkpoint.
+
+    Under a constant learning rate (the multidigit protocol) the network at milestone ``k`` is
+    the one a ``k``-step run trains, the same data, noise and steps; under ``"cosine"`` the rate
+    decays over ``config.n_steps``, so earlier milestones are not shorter runs.
     """
     ms = _milestones(milestones)
     if ms[-1] != config.n_steps:
