@@ -1350,8 +1350,8 @@ def _trained_scores(n_lists: int = 2, n_samples: int = 2) -> torch.Tensor:
 
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     store = sorting.EXPERIMENT.store("table5", results)
-    cell = store.get({"method": "gumbel_sinkhorn", "n": 80, "seed": 1})
-    model = sorting.load_network(store, cell)  # its weights, checked by SHA-256
+    record = store.get({"method": "gumbel_sinkhorn", "n": 80, "seed": 1})
+    model = sorting.load_network(store, record)  # its weights, checked by SHA-256
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         log_alpha = model.log_alpha(sample_sorting_batch(n_lists, 80, generator=g).x)

@@ -217,10 +217,7 @@ class RelaxationsConfig:
 
     def to_dict(self) -> dict:
         """The identity of the run: every field (the later ones only when set) and the head."""
-        d = harness.config_dict(self)
-        for name, default in _ADDED_FIELDS.items():
-            if d[name] == default:
-                del d[name]
+        d = harness.config_dict(self, added=_ADDED_FIELDS)
         d["head"] = dict(RELAXATION_METHODS[self.method]["head"])
         return d
 

@@ -188,8 +188,8 @@ def run(
 ) -> dict:
     """Run the missing search cells (resumable; stale cells are rerun)."""
     for m in methods:
-        if available(m):
-            raise RuntimeError(f"method {m!r} {available(m)}")
+        if reason := available(m):
+            raise RuntimeError(f"method {m!r} {reason}")
 
     def one(cell: dict, config: RelaxationsConfig, ckpt: Path) -> dict:
         rec = curve_cell(config, milestones, checkpoint=ckpt, progress=progress, device=device)

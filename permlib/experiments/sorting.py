@@ -39,7 +39,6 @@ where it stopped, and two runners can share a grid.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,11 +168,7 @@ class SortingConfig:
 
     def to_dict(self) -> dict:
         """The identity of the run: every field (the later ones only when set) and the head."""
-        d = dataclasses.asdict(self)
-        for name, default in _ADDED_FIELDS.items():
-            if d[name] == default:
-                del d[name]
-        d["test_distributions"] = list(self.test_distributions)
+        d = harness.config_dict(self, added=_ADDED_FIELDS)
         d["head"] = self.head()
         return d
 

@@ -123,9 +123,15 @@ def parse_config_arguments(
     return overrides, selection
 
 
-def config_dict(config: Any, exclude: Iterable[str] = ()) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (tuples as lists), without ``exclude``."""
-    exclude = set(exclude)
+def config_dict(config: Any, exclude: Iterable[str] = (),
+                added: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A JSON-ready dict of a config dataclass (tuples as lists), without ``exclude``.
+
+    ``added``: fields added to the dataclass after results were recorded, mapped to their
+    defaults; a field at its default is left out, so the identity of every recorded run (which
+    never had the field) stays the same.
+    """
+    exclude = set(exclude) | {k for k, v in (added or {}).items() if getattr(config, k) == v}
 
     def plain(v: Any) -> Any:
         if isinstance(v, tuple | list):

@@ -51,6 +51,14 @@ def test_every_field_is_an_option():
     assert config_dict(cfg)["dists"] == ["u"] and "seed" not in config_dict(cfg, exclude=["seed"])
 
 
+def test_added_fields_are_left_out_at_their_default():
+    added = {"lr": 0.1}  # as if lr had been added after results were recorded
+    assert "lr" not in config_dict(Cfg(), added=added)
+    assert config_dict(Cfg(lr=0.2), added=added)["lr"] == 0.2
+    assert config_dict(Cfg(), added=added) == {k: v for k, v in config_dict(Cfg()).items()
+                                               if k != "lr"}  # fmt: skip
+
+
 def test_paths_follow_argument_then_environment_then_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PERMLIB_RESULTS_DIR", raising=False)
