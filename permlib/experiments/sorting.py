@@ -105,6 +105,8 @@ class SortingConfig:
         seed: seeds the initialization, the training data, the noise and the test data (four
             independent generators).
         n_samples: Gumbel samples per list (``None``: the method's, 10 for the noisy heads).
+        n_iters: Sinkhorn iterations of the head (``None``: the method's; with a tolerance, as
+            the implicit head has, the cap on iterations).
         noise_schedule: ``"constant"`` (the papers) or ``"cosine"`` (the noise scale decays
             from the method's to 0 over ``n_steps``, like the cosine learning rate).
         standardize: standardize each list inside the network (see
@@ -121,7 +123,7 @@ class SortingConfig:
             papers): no relabelling. It acts after training only, so a recorded cell that
             differs only in it is refreshed from its saved weights, not retrained.
 
-    The last six fields were added after results had been recorded: they enter
+    The last seven fields were added after results had been recorded: they enter
     :meth:`to_dict` (the identity a stored cell is checked against) only when not at their
     defaults, so the recorded cells stay current.
     """
@@ -146,6 +148,7 @@ class SortingConfig:
     order_columns: bool = False
     tau_final: float | None = None
     relabel_lists: int = 0
+    n_iters: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -162,6 +165,9 @@ class SortingConfig:
         r = self.relabel_lists
         if isinstance(r, bool) or not isinstance(r, int) or r < 0:
             raise ValueError(f"relabel_lists must be a non-negative int, got {r!r}")
+        k = self.n_iters
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"n_iters must be a positive int or None, got {k!r}")
         unknown = set(self.test_distributions) - set(TEST_DISTRIBUTIONS)
         if unknown:
             raise ValueError(f"unknown test distributions {sorted(unknown)}")
@@ -173,10 +179,12 @@ class SortingConfig:
         return d
 
     def head(self) -> dict:
-        """Keyword arguments of the network's head (the method's, with ``n_samples`` set)."""
+        """Keyword arguments of the network's head (the method's, with ``n_samples`` and
+        ``n_iters`` set where given)."""
         head = dict(METHODS[self.method])
-        if self.n_samples is not None:
-            head["n_samples"] = self.n_samples
+        for name in ("n_samples", "n_iters"):
+            if getattr(self, name) is not None:
+                head[name] = getattr(self, name)
         return head
 
     def build(self, generator: torch.Generator | None = None) -> SortingNetwork:
@@ -187,7 +195,8 @@ class SortingConfig:
 
 
 _ADDED_FIELDS = {"n_samples": None, "noise_schedule": "constant", "standardize": False,
-                 "order_columns": False, "tau_final": None, "relabel_lists": 0}  # fmt: skip
+                 "order_columns": False, "tau_final": None, "relabel_lists": 0,
+                 "n_iters": None}  # fmt: skip
 
 
 #: The tables: training protocol, grid of N and methods, and the paper it reproduces.

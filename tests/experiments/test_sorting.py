@@ -182,6 +182,18 @@ def test_temperature_annealing():
             SortingConfig(tau_final=bad)
 
 
+def test_sinkhorn_iterations_of_the_head():
+    base = SortingConfig(n=5, method="gumbel_sinkhorn_implicit")
+    assert "n_iters" not in base.to_dict() and base.head()["n_iters"] == 200  # recorded cells
+    cfg = SortingConfig(n=5, method="gumbel_sinkhorn_implicit", n_iters=1000)
+    assert cfg.to_dict()["n_iters"] == 1000 and cfg.head()["n_iters"] == 1000
+    assert cfg.build().head.n_iters == 1000
+    assert SortingConfig(n=5, n_iters=7).build().head.n_iters == 7  # the papers' fixed count
+    for bad in (0, -3, 2.5, True, "200"):
+        with pytest.raises(ValueError, match="n_iters"):
+            SortingConfig(n_iters=bad)
+
+
 def test_kendall_in_the_papers_convention_is_compared_like_for_like():
     paper = harness.load_paper_tables(PAPER)
     old = {"cell": {"method": "hste", "n": 100, "seed": 0},

@@ -14,8 +14,13 @@ def test_search_cells_run_and_summarize(tmp_path, monkeypatch):
         sorting_search.cells(variants=["nope"])
     small = [(c, cfg.__class__(**{**cfg.__dict__, "n_steps": 5, "n_test": 10})) for c, cfg in grid]
     grid5 = sorting_search.cells(ns=(10,), seeds=(100,), table="table5")
-    assert len(grid5) == 8 and {c.init for _, c in grid5} == {"torch", "glorot"}
+    assert len(grid5) == 11 and {c.init for _, c in grid5} == {"torch", "glorot"}
     assert all(c.fixed_train_set and c.n_test == 100 for _, c in grid5)
+    implicit = {c["variant"]: cfg for c, cfg in grid5 if c["variant"].startswith("implicit")}
+    assert {cfg.method for cfg in implicit.values()} == {"gumbel_sinkhorn_implicit"}
+    assert implicit["implicit_iters_1000"].head()["n_iters"] == 1000
+    assert implicit["implicit"].head()["n_iters"] == 200
+    assert implicit["implicit_cosine"].lr_schedule == "cosine"
     monkeypatch.setattr(sorting_search, "cells", lambda *a, **k: small)  # real cells take minutes
     data = sorting_search.run((4,), (100, 101), results_dir=tmp_path,
                               checkpoint_dir=tmp_path / "ck", progress=False)  # fmt: skip
