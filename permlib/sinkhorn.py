@@ -58,7 +58,18 @@ _CHECK_EVERY = 8
 
 class ConvergenceWarning(UserWarning):
     """Issued when Sinkhorn iterations asked for a tolerance and some matrices did not reach it,
-    or when ``backward="implicit"`` is asked of a forward that has not reached the fixed point."""
+    or when ``backward="implicit"`` is asked of a forward that has not reached the fixed point.
+
+    Attributes:
+        residual: the largest residual (max over rows and columns of ``|sum - 1|``) among the
+            matrices of the call, or ``None`` where the warning was raised without one. A
+            training loop can track it (as :func:`permlib.experiments.harness.fit` does): how
+            far from converged tells more than how often.
+    """
+
+    def __init__(self, *args: object, residual: float | None = None) -> None:
+        super().__init__(*args)
+        self.residual = residual
 
 
 @dataclass(frozen=True)
@@ -239,7 +250,10 @@ def _solve(
     err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)[..., :0]
     err_t = err_t[..., :longest]
     if err_t.shape[-1] < longest:  # the last iteration was not followed by a check
-        last = residual if active is None else torch.where(active, residual, err_t[..., -1])
+        if active is None or err_t.shape[-1] == 0:  # no check at all: none stopped early
+            last = residual
+        else:
+            last = torch.where(active, residual, err_t[..., -1])
         err_t = torch.cat([err_t, last.unsqueeze(-1)], dim=-1)
     info = SinkhornInfo(
         residual=residual,
@@ -425,6 +439,8 @@ def _scalings(
         stops = torch.where(ran_out, torch.full_like(stops, n_run), stops)
         if keep:
             a_fin, b_fin = a_all[stops - 1, ar], b_all[stops, ar]
+        elif a_fin is None:  # no iteration was judged (n_iters too small): none stopped
+            a_fin, b_fin = last_a, last_b
         else:
             a_fin = torch.where(ran_out.unsqueeze(-1), last_a, a_fin)
             b_fin = torch.where(ran_out.unsqueeze(-1), last_b, b_fin)
@@ -888,7 +904,7 @@ def _warn_unconverged(
             "reached, so the gradient is not that of the returned matrix (raise n_iters, pass "
             "tol, or use backward='unroll')"
         )
-    warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel + 1)
+    warnings.warn(ConvergenceWarning(msg, residual=float(worst)), stacklevel=stacklevel + 1)
 
 
 def log_sinkhorn(
@@ -1824,7 +1840,10 @@ def _masked_solve(
     err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)[..., :0]
     err_t = err_t[..., :longest]
     if err_t.shape[-1] < longest:  # the last iteration was not followed by a check
-        last = residual if active is None else torch.where(active, residual, err_t[..., -1])
+        if active is None or err_t.shape[-1] == 0:  # no check at all: none stopped early
+            last = residual
+        else:
+            last = torch.where(active, residual, err_t[..., -1])
         err_t = torch.cat([err_t, last.unsqueeze(-1)], dim=-1)
     info = SinkhornInfo(
         residual=residual,

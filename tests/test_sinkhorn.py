@@ -1410,3 +1410,21 @@ def test_subnormal_kernel_entries_are_flushed_and_the_plan_is_unchanged():
     assert (sc.k[:, :, :10] == 0).any()
     ref = reference_log_sinkhorn(x.double(), 20).exp()
     torch.testing.assert_close(sinkhorn(x, n_iters=20).double(), ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # the fast path; the log-domain fallback
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("n_iters", [1, 2, 3])
+def test_a_tolerance_with_too_few_iterations_to_judge_reports_every_item_unconverged(
+    scale, grad, n_iters
+):
+    """With tol and one or two iterations no residual is checked before the last one; the
+    result equals fixed unrolling and the report says that no item converged (these raised)."""
+    x = torch.randn(2, 6, 6, generator=torch.Generator().manual_seed(0)) * scale
+    with pytest.warns(ConvergenceWarning) as caught:
+        got, info = log_sinkhorn(x.clone().requires_grad_(grad), tau=0.05, n_iters=n_iters,
+                                 tol=1e-9, return_info=True)  # fmt: skip
+    torch.testing.assert_close(got.detach(), log_sinkhorn(x, tau=0.05, n_iters=n_iters))
+    assert info.n_iters.tolist() == [n_iters, n_iters] and not info.converged.any()
+    assert info.errors.shape == (2, n_iters)
+    assert caught[0].message.residual == pytest.approx(float(info.residual.max()))

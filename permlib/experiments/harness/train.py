@@ -87,6 +87,9 @@ class FitResult:
         wall_s: training time summed over every session that worked on the run.
         convergence_warnings: :class:`~permlib.ConvergenceWarning` issued during training.
         resumed_from: the step a checkpoint resumed from, or ``None``.
+        largest_residual: the largest Sinkhorn residual those warnings reported (``None``
+            without warnings): a run whose forward drifted far from convergence stands out
+            here, where the count of warnings may not single it out.
     """
 
     model: torch.nn.Module
@@ -95,16 +98,19 @@ class FitResult:
     wall_s: float
     convergence_warnings: int = 0
     resumed_from: int | None = None
+    largest_residual: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready ``"train"`` entry of a results record: wall time, steps, final loss,
-        the learning curve (:func:`learning_curve`), convergence warnings and the resumed step."""
+        the learning curve (:func:`learning_curve`), convergence warnings (count and largest
+        residual) and the resumed step."""
         return {
             "wall_s": round(self.wall_s, 2),
             "steps": self.step,
             "final_loss": self.losses[-1] if self.losses else None,
             "loss_curve": learning_curve(self.losses),
             "convergence_warnings": self.convergence_warnings,
+            "largest_residual": self.largest_residual,
             "resumed_from_step": self.resumed_from,
         }
 
@@ -216,7 +222,7 @@ def fit(
         identity["world_size"] = k
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
-    step, wall, n_warn, resumed = 0, 0.0, 0, None
+    step, wall, n_warn, resumed, worst = 0, 0.0, 0, None, None
     path = Path(checkpoint) if checkpoint is not None else None
     state = None
     if path is not None and is_main():
@@ -235,6 +241,7 @@ def fit(
                 gens[name].set_state(st.cpu())
         losses, step = [float(v) for v in state["losses"]], int(state["step"])
         wall, n_warn, resumed = float(state["wall_s"]), int(state["convergence_warnings"]), step
+        worst = state.get("largest_residual")  # absent from checkpoints written before it
     if parallel:  # every rank starts from rank 0's weights
         distributed.broadcast_tensors([*model.parameters(), *model.buffers()])
 
@@ -256,6 +263,7 @@ def fit(
             "step": step,
             "wall_s": wall,
             "convergence_warnings": n_warn,
+            "largest_residual": worst,
         }
         if parallel:
             out["rank_generators"] = distributed.all_gather_object(
@@ -285,9 +293,12 @@ def fit(
     original_show = warnings.showwarning
 
     def count(message, category, *args, **kwargs):  # noqa: ANN001 - warnings' hook signature
-        nonlocal n_warn
+        nonlocal n_warn, worst
         if issubclass(category, ConvergenceWarning):
             n_warn += 1
+            residual = getattr(message, "residual", None)
+            if residual is not None and (worst is None or residual > worst):
+                worst = float(residual)
         else:
             original_show(message, category, *args, **kwargs)
 
@@ -337,7 +348,7 @@ def fit(
     else:
         wall += time.perf_counter() - t_start
     model.eval()
-    return FitResult(model, losses, step, wall, n_warn, resumed)
+    return FitResult(model, losses, step, wall, n_warn, resumed, worst)
 
 
 def cosine_decay(step: int, n_steps: int) -> float:

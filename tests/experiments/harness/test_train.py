@@ -85,8 +85,39 @@ def test_convergence_warnings_are_counted_not_shown():
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
         result = fit(model, noisy_loss, batches, opt, 6, generators=gens, progress=False)
-    assert result.convergence_warnings == 6
+    assert result.convergence_warnings == 6 and result.largest_residual is None  # no residual
     assert not [w for w in shown if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_largest_residual_is_tracked_across_a_resume(tmp_path):
+    """The largest residual the warnings report enters the record and survives a checkpoint."""
+
+    def drifting(m, batch):  # step t reports residual 0.01 * (t + 1), at most 0.1
+        drifting.t += 1
+        warnings.warn(ConvergenceWarning("off", residual=min(0.01 * drifting.t, 0.1)))
+        x, y = batch
+        return (m(x) - y).square().mean()
+
+    def go(until=None):
+        model, _, batches, opt, sched, gens = setup()
+        return fit(model, drifting, batches, opt, 20, scheduler=sched, generators=gens,
+                   checkpoint=tmp_path / "c.pt", until=until, progress=False)  # fmt: skip
+
+    drifting.t = 0
+    part = go(until=5)
+    assert part.largest_residual == pytest.approx(0.05)
+    drifting.t = -100  # the resumed session reports smaller residuals: the maximum is kept
+    whole = go()
+    assert whole.resumed_from == 5 and whole.convergence_warnings == 20
+    assert whole.largest_residual == pytest.approx(0.05)
+    assert whole.summary()["largest_residual"] == pytest.approx(0.05)
+    # a real Sinkhorn call reports its residual on the warning
+    from permlib import log_sinkhorn
+
+    x = torch.randn(2, 6, 6, generator=torch.Generator().manual_seed(0)) * 30
+    with pytest.warns(ConvergenceWarning) as caught:
+        log_sinkhorn(x, tau=0.05, n_iters=2, tol=1e-6)
+    assert caught[0].message.residual > 1e-6
 
 
 def test_loss_trend():
