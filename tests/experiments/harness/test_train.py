@@ -92,9 +92,10 @@ def test_convergence_warnings_are_counted_not_shown():
 def test_largest_residual_is_tracked_across_a_resume(tmp_path):
     """The largest residual the warnings report enters the record and survives a checkpoint."""
 
-    def drifting(m, batch):  # step t reports residual 0.01 * (t + 1), at most 0.1
+    def drifting(m, batch):  # the t-th call reports residual 0.01 * t, at most 0.1
         drifting.t += 1
-        warnings.warn(ConvergenceWarning("off", residual=min(0.01 * drifting.t, 0.1)))
+        residual = min(0.01 * drifting.t, 0.1)
+        warnings.warn(ConvergenceWarning("off", residual=residual), stacklevel=1)
         x, y = batch
         return (m(x) - y).square().mean()
 
