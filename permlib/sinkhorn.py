@@ -165,6 +165,28 @@ def _potential_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.device.type == "mps" else torch.float64
 
 
+def _error_history(
+    errors: list[torch.Tensor],
+    residual: torch.Tensor,
+    active: torch.Tensor | None,
+    longest: int,
+) -> torch.Tensor:
+    """The report's ``errors``: the residual after each of the ``longest`` iterations,
+    ``(..., longest)``, from the per-iteration checks ``errors`` (each ``(...)``, none after
+    iteration 0) and the final ``residual``. Where the last iteration was not followed by a
+    check, the final residual fills it for the items still ``active`` (all items without a
+    tolerance, or when no check ran); an item that stopped early repeats its last check."""
+    err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)[..., :0]
+    err_t = err_t[..., :longest]
+    if err_t.shape[-1] < longest:  # the last iteration was not followed by a check
+        if active is None or err_t.shape[-1] == 0:  # no check at all: none stopped early
+            last = residual
+        else:
+            last = torch.where(active, residual, err_t[..., -1])
+        err_t = torch.cat([err_t, last.unsqueeze(-1)], dim=-1)
+    return err_t
+
+
 def _solve(
     x: torch.Tensor,
     n_iters: int,
@@ -247,14 +269,7 @@ def _solve(
         threshold = float(tol)
         converged = ~active | (residual <= threshold)
     longest = n_iters if meta else int(spent.max()) if spent.numel() else 0
-    err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)[..., :0]
-    err_t = err_t[..., :longest]
-    if err_t.shape[-1] < longest:  # the last iteration was not followed by a check
-        if active is None or err_t.shape[-1] == 0:  # no check at all: none stopped early
-            last = residual
-        else:
-            last = torch.where(active, residual, err_t[..., -1])
-        err_t = torch.cat([err_t, last.unsqueeze(-1)], dim=-1)
+    err_t = _error_history(errors, residual, active, longest)
     info = SinkhornInfo(
         residual=residual,
         n_iters=spent,
@@ -1837,14 +1852,7 @@ def _masked_solve(
         threshold = float(tol)
         converged = ~active | (residual <= threshold)
     longest = n_iters if meta else int(plain(spent).max()) if spent.numel() else 0
-    err_t = torch.stack(errors, dim=-1) if errors else residual.unsqueeze(-1)[..., :0]
-    err_t = err_t[..., :longest]
-    if err_t.shape[-1] < longest:  # the last iteration was not followed by a check
-        if active is None or err_t.shape[-1] == 0:  # no check at all: none stopped early
-            last = residual
-        else:
-            last = torch.where(active, residual, err_t[..., -1])
-        err_t = torch.cat([err_t, last.unsqueeze(-1)], dim=-1)
+    err_t = _error_history(errors, residual, active, longest)
     info = SinkhornInfo(
         residual=residual,
         n_iters=spent,
