@@ -3,7 +3,7 @@ import json
 import pytest
 
 from permlib.experiments import relaxations, relaxations_search
-from permlib.experiments.relaxations import RelaxationsConfig, evaluate, train
+from permlib.experiments.relaxations import TABLES, RelaxationsConfig, build, evaluate, train
 
 TINY = RelaxationsConfig(task="multidigit", method="neuralsort", n=3, lr=1e-3,
                          lr_schedule="constant", batch_size=4, n_steps=4, n_test=8)  # fmt: skip
@@ -102,3 +102,18 @@ def test_augment_shift_is_checked_and_left_out_of_old_identities():
     assert a.losses != b.losses
     (_, config), *_ = relaxations_search.cells(variants=["shift_2"], milestones=(4,))
     assert config.augment_shift == 2
+
+
+def test_cnn_chunk_is_checked_and_the_search_keeps_whole_batches():
+    assert "cnn_chunk" not in TINY.to_dict()
+    chunked = RelaxationsConfig(**{**TINY.__dict__, "cnn_chunk": 7})
+    assert chunked.to_dict()["cnn_chunk"] == 7
+    assert build(chunked).cnn.chunk == 7 and build(TINY).cnn.chunk is None
+    with pytest.raises(ValueError, match="cnn_chunk"):
+        RelaxationsConfig(task="multidigit", cnn_chunk=-1)
+    with pytest.raises(ValueError, match="multidigit task only"):
+        RelaxationsConfig(cnn_chunk=32)
+    # the table chunks the CNN; the protocol search keeps the whole batches it was recorded with
+    assert TABLES["multidigit"]["protocol"]["cnn_chunk"] == 32
+    (_, config), *_ = relaxations_search.cells(milestones=(4,))
+    assert config.cnn_chunk == 0 and "cnn_chunk" not in config.to_dict()

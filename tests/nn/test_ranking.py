@@ -84,3 +84,23 @@ def test_multidigit_sorter_families():
         MultiDigitCNN()(torch.rand(2, 1, 28, 28))
     with pytest.raises(TypeError, match="head"):
         MultiDigitSorter(3, torch.nn.Identity())
+
+
+def test_multidigit_cnn_in_chunks_computes_the_same_forward():
+    gen = torch.Generator().manual_seed(0)
+    whole = MultiDigitCNN(4, 5, generator=gen)
+    chunked = MultiDigitCNN(4, 5, chunk=3)
+    chunked.load_state_dict(whole.state_dict())
+    images = torch.rand(2, 4, 1, 28, 112, generator=gen)  # 8 strips: chunks of 3, 3, 2
+    out_whole, out_chunked = whole(images), chunked(images)
+    assert out_chunked.shape == (2, 4, 5)
+    torch.testing.assert_close(out_chunked, out_whole, rtol=1e-6, atol=1e-6)
+    out_whole.square().sum().backward()
+    out_chunked.square().sum().backward()
+    for p, q in zip(whole.parameters(), chunked.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
+    sorter = MultiDigitSorter(4, SortRelaxation("softsort", 4), chunk=3)
+    assert sorter.cnn.chunk == 3 and sorter.logits(images).shape == (2, 4)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="chunk must be a positive int"):
+            MultiDigitCNN(chunk=bad)
