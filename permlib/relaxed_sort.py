@@ -9,6 +9,10 @@ permutation that sorts the scores. They are the peers the relaxations chapter co
   s_j|) / tau``, which at ``tau -> 0`` puts all its mass on the item of rank ``k``;
 * :func:`soft_sort`: SoftSort (Prillo and Eisenschlos, ICML 2020, :cite:`prillo2020softsort`):
   position ``k`` takes the softmax of ``-|sort(s)_k - s_i|^p / tau``;
+* :func:`ot_sort`: the optimal-transport sort of Cuturi, Teboul and Vert (2019,
+  :cite:`cuturi2019`): the entropy-regularized transport plan from the (squashed) scores to
+  ``N`` increasing targets, computed by :func:`permlib.log_sinkhorn`; the one operator here whose
+  matrices are doubly stochastic (OTT-JAX's ``soft_sort`` computes the same plan);
 * :func:`plackett_luce_perturb`: Gumbel noise on the scores, so that sorting them samples a
   permutation from the Plackett-Luce distribution with log-weights ``s``: NeuralSort's
   stochastic variant relaxes the sort of the perturbed scores.
@@ -21,7 +25,7 @@ rows and sorts in descending order):
   holds the smallest score). ``P^T x`` (:func:`permlib.nn.reconstruct`) is then the relaxed
   ascending sort of ``x``, as with a Sinkhorn matrix.
 * Each column (a position) is a probability vector over items; the rows need not sum to 1 (the
-  matrices are column-stochastic, not doubly stochastic).
+  matrices are column-stochastic, not doubly stochastic), except for :func:`ot_sort`'s.
 * The hard permutation these operators relax is :func:`sort_permutation` (``perm[..., i]`` the
   position of item ``i``, ties broken by index), which their ``tau -> 0`` limit reaches when no
   two scores tie.
@@ -36,8 +40,9 @@ import torch
 
 from permlib._checks import check_finite, check_positive_real, check_tensor
 from permlib.gumbel import sample_gumbel
+from permlib.sinkhorn import log_sinkhorn
 
-__all__ = ["neural_sort", "plackett_luce_perturb", "soft_sort", "sort_permutation"]
+__all__ = ["neural_sort", "ot_sort", "plackett_luce_perturb", "soft_sort", "sort_permutation"]
 
 
 def _check_scores(scores: object, name: str = "scores") -> torch.Tensor:
@@ -109,6 +114,49 @@ def soft_sort(scores: torch.Tensor, tau: float = 1.0, *, power: float = 1.0) -> 
     if power != 1.0:
         dist = dist.pow(power)
     return torch.softmax(-dist / tau, dim=-2)
+
+
+def ot_sort(scores: torch.Tensor, epsilon: float = 1e-2, *, n_iters: int = 2000,
+            tol: float = 1e-3, backward: str = "implicit", squash: bool = True) -> torch.Tensor:
+    """The optimal-transport relaxation of the ascending sort of ``scores`` (Cuturi, Teboul and
+    Vert, 2019).
+
+    Each list's scores are squashed into ``[0, 1]`` by a sigmoid of their standardized values
+    (``(s - mean) / (sd + 1e-10)``, population sd; OTT-JAX's default), and ``N`` targets are
+    spread evenly over ``[0, 1]``, ``y_k = k / (N - 1)``. The result is ``N`` times the
+    entropy-regularized optimal transport plan between the two uniform measures for the cost
+    ``(x_i - y_k)^2``: the Sinkhorn operator of ``-(x_i - y_k)^2`` at temperature ``epsilon``,
+    iterated until every row and column sums to 1 within ``tol`` (:func:`permlib.log_sinkhorn`,
+    which warns with a :class:`~permlib.ConvergenceWarning` when ``n_iters`` do not suffice). As
+    ``epsilon -> 0`` it tends to the permutation matrix of :func:`sort_permutation` (distinct
+    scores).
+
+    Args:
+        scores: ``(..., N)`` real scores, finite.
+        epsilon: the regularization (OTT-JAX's ``epsilon``, default ``1e-2`` as there), > 0.
+        n_iters, tol, backward: as in :func:`permlib.log_sinkhorn` (defaults: OTT-JAX's cap
+            of 2,000 iterations, its threshold ``1e-3`` and its implicit differentiation).
+        squash: apply the sigmoid of the standardized scores (``False``: use the scores as
+            they are, which should then lie in ``[0, 1]``).
+
+    Returns:
+        ``(..., N, N)`` doubly stochastic matrix, rows items and columns positions.
+    """
+    scores = _check_scores(scores)
+    epsilon = check_positive_real(epsilon, "epsilon")
+    n = scores.shape[-1]
+    if scores.numel() == 0:
+        return scores.new_zeros(*scores.shape, n)
+    # half precision: squash in float32 (the sd of large scores overflows float16)
+    x = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+    if squash:
+        mean = x.mean(dim=-1, keepdim=True)
+        sd = x.std(dim=-1, correction=0, keepdim=True)
+        x = torch.sigmoid((x - mean) / (sd + 1e-10))
+    y = torch.linspace(0.0, 1.0, n, device=scores.device, dtype=x.dtype)
+    cost = (x.unsqueeze(-1) - y).square()  # (..., N items, N targets)
+    log_p = log_sinkhorn(-cost, tau=epsilon, n_iters=n_iters, tol=tol, backward=backward)
+    return log_p.exp().to(scores.dtype)
 
 
 def plackett_luce_perturb(

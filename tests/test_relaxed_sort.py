@@ -1,13 +1,27 @@
-"""NeuralSort, SoftSort and the Plackett-Luce perturbation (permlib.relaxed_sort)."""
+"""NeuralSort, SoftSort, the optimal-transport sort and the Plackett-Luce perturbation
+(permlib.relaxed_sort)."""
 
 import math
 
 import pytest
 import torch
 
-from permlib.relaxed_sort import neural_sort, plackett_luce_perturb, soft_sort, sort_permutation
+from permlib.relaxed_sort import (
+    neural_sort,
+    ot_sort,
+    plackett_luce_perturb,
+    soft_sort,
+    sort_permutation,
+)
 
-OPERATORS = [neural_sort, soft_sort]
+OPERATORS = [neural_sort, soft_sort, ot_sort]
+
+
+def _converged(op):
+    """``op`` with ot_sort's Sinkhorn run to convergence (its gradient is the fixed point's)."""
+    if op is ot_sort:
+        return lambda s, tau: ot_sort(s, tau, tol=1e-12, n_iters=20_000)
+    return op
 
 
 def test_sort_permutation_is_ascending_with_ties_by_index():
@@ -23,7 +37,12 @@ def test_columns_are_distributions_and_the_limit_is_the_sort(op):
     p = op(s, 0.7)
     assert p.shape == (6, 9, 9) and (p >= 0).all()
     torch.testing.assert_close(p.sum(dim=-2), torch.ones(6, 9, dtype=torch.float64))
-    hard = op(s, 1e-4)
+    if op is ot_sort:
+        # Sinkhorn needs ~1/epsilon iterations: take scores that are the targets, shuffled
+        s = torch.linspace(0, 1, 9, dtype=torch.float64)[torch.randperm(9, generator=gen)]
+        hard = ot_sort(s, 1e-4, squash=False)
+    else:
+        hard = op(s, 1e-4)
     expected = torch.nn.functional.one_hot(sort_permutation(s), 9).double()
     torch.testing.assert_close(hard, expected, atol=1e-6, rtol=0)
     # P^T x is then the ascending sort
@@ -68,7 +87,8 @@ def test_gradients_flow_and_are_finite(op):
     loss = ((op(s, 0.5).transpose(-1, -2) @ x.unsqueeze(-1)).squeeze(-1) - x.sort().values)
     loss.square().sum().backward()
     assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
-    assert torch.autograd.gradcheck(lambda t: op(t, 0.5), (s.detach().clone().requires_grad_(),))
+    f = _converged(op)
+    assert torch.autograd.gradcheck(lambda t: f(t, 0.5), (s.detach().clone().requires_grad_(),))
 
 
 @pytest.mark.parametrize("op", OPERATORS)
@@ -94,7 +114,7 @@ def test_bad_input_names_the_argument(op):
         op(torch.tensor(1.0))
     with pytest.raises(ValueError, match="scores"):
         op(torch.tensor([1.0, math.nan]))
-    with pytest.raises(ValueError, match="tau"):
+    with pytest.raises(ValueError, match="tau" if op is not ot_sort else "epsilon"):
         op(torch.randn(3), 0.0)
 
 
@@ -121,3 +141,62 @@ def test_plackett_luce_frequencies():
     top = plackett_luce_perturb(-w.log(), 20000, generator=gen).argmin(dim=-1)
     share = torch.bincount(top, minlength=3).double() / 20000
     torch.testing.assert_close(share, (w / w.sum()).double(), atol=0.015, rtol=0)
+
+
+def test_ot_sort_is_doubly_stochastic_and_the_transport_plan():
+    s = torch.tensor([[0.2, -1.0, 3.0, 0.5]], dtype=torch.float64)
+    p = ot_sort(s, 0.05, tol=1e-12, n_iters=20_000)
+    ones = torch.ones(1, 4, dtype=torch.float64)
+    torch.testing.assert_close(p.sum(dim=-1), ones)
+    torch.testing.assert_close(p.sum(dim=-2), ones)
+    # the entropic plan by hand: P = diag(u) K diag(v), K = exp(-(x_i - y_k)^2 / eps)
+    x = torch.sigmoid((s - s.mean()) / s.std(correction=0))
+    k = torch.exp(-(x.unsqueeze(-1) - torch.linspace(0, 1, 4, dtype=torch.float64)).square() / 0.05)
+    ratio = p / k  # rank one: u_i v_k
+    torch.testing.assert_close(ratio, ratio[..., :1] * ratio[..., :1, :] / ratio[..., :1, :1])
+    # without squashing, scores in [0, 1] are used as they are
+    raw = torch.tensor([0.9, 0.1, 0.5], dtype=torch.float64)
+    assert torch.equal(ot_sort(raw, 1e-3, squash=False).argmax(dim=-1), torch.tensor([2, 0, 1]))
+
+
+def test_ot_sort_warns_when_sinkhorn_stops_short():
+    from permlib import ConvergenceWarning
+
+    s = torch.randn(3, 40, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(ConvergenceWarning):
+        ot_sort(s, 1e-3, n_iters=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n", "eps"), [(5, 1e-2), (12, 1e-1)])
+def test_ot_sort_against_ott_jax(n, eps):
+    """The plan, the soft sort and its gradient of OTT-JAX (``ott.tools.soft_sort``)."""
+    pytest.importorskip("ott")
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from ott.tools import soft_sort as ott_soft_sort
+
+    gen = torch.Generator().manual_seed(n)
+    s = torch.randn(n, generator=gen, dtype=torch.float64)
+    w = torch.randn(n, generator=gen, dtype=torch.float64)
+    opts = {"epsilon": eps, "threshold": 1e-10, "max_iterations": 50_000}
+    uniform = jnp.ones(n) / n
+    plan = ott_soft_sort.transport_for_sort(jnp.asarray(s.numpy()), uniform, uniform, **opts)
+    t = s.clone().requires_grad_()
+    ours = ot_sort(t, eps, tol=1e-10, n_iters=50_000)
+    np.testing.assert_allclose(ours.detach().numpy(), np.asarray(plan.matrix) * n, atol=1e-7)
+    soft_sorted = ours.transpose(-1, -2) @ t
+    theirs_sorted = np.asarray(ott_soft_sort.sort(jnp.asarray(s.numpy()), **opts))
+    np.testing.assert_allclose(soft_sorted.detach().numpy(), theirs_sorted, atol=1e-7)
+    (soft_sorted @ w).backward()  # ours: the implicit backward
+
+    def f(x):  # ott_soft_sort.sort without its sorting initializer (a loop that jax cannot
+        # differentiate in reverse mode): the same plan
+        out = ott_soft_sort.transport_for_sort(x, uniform, uniform, **opts)
+        return jnp.dot(n * out.apply(x, axis=0), jnp.asarray(w.numpy()))
+
+    theirs = np.asarray(jax.grad(f)(jnp.asarray(s.numpy())))
+    np.testing.assert_allclose(t.grad.numpy(), theirs, atol=1e-5)

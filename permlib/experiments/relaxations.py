@@ -105,6 +105,8 @@ RELAXATION_METHODS: dict[str, dict] = {
     },
     "softsort": {"family": "scores", "head": {"kind": "softsort", "tau": 1.0},
                  "source": "permlib.relaxed_sort (Prillo and Eisenschlos, 2020)"},  # fmt: skip
+    "ot_sort": {"family": "scores", "head": {"kind": "ot_sort", "tau": 1e-2},
+                "source": "permlib.relaxed_sort (Cuturi et al., 2019; OTT-JAX's soft_sort plan)"},
     "diffsort_odd_even": {"family": "scores", "head": {"kind": "diffsort_odd_even", "tau": 0.1},
                           "source": "diffsort 0.2.0 (Petersen et al.)", "peer": "diffsort"},
     "diffsort_bitonic": {"family": "scores", "head": {"kind": "diffsort_bitonic", "tau": 0.1},
@@ -120,7 +122,7 @@ TABLES: dict[str, dict] = {
                      "n_test": 1000},  # fmt: skip
         "methods": ("gumbel_sinkhorn", "sinkhorn", "hste", "gumbel_sinkhorn_implicit",
                     "neuralsort", "neuralsort_stochastic", "softsort", "diffsort_odd_even",
-                    "diffsort_bitonic"),  # fmt: skip
+                    "diffsort_bitonic", "ot_sort"),  # fmt: skip
         "ns": (5, 15, 80, 120),
     },
     "multidigit": {
@@ -135,7 +137,7 @@ TABLES: dict[str, dict] = {
         # the rows of their table first (the grid runs in this order)
         "methods": ("neuralsort", "neuralsort_stochastic", "gumbel_sinkhorn",
                     "gumbel_sinkhorn_grover", "sinkhorn", "softsort", "hste",
-                    "diffsort_odd_even"),
+                    "diffsort_odd_even", "ot_sort"),
         "ns": (3, 5, 7, 9, 15),
     },
 }  # fmt: skip
@@ -179,6 +181,8 @@ class RelaxationsConfig:
         cnn_chunk: multidigit task: strips per call of the CNN (0: the whole batch at once).
             Speed only: the forward pass is per strip, and only the summation order of the
             weights' gradients changes (:class:`~permlib.nn.multidigit.MultiDigitCNN`).
+        tau: the head's temperature (``epsilon`` for ``ot_sort``, ``1 / steepness`` for the
+            sorting networks) instead of the method's own (``None``), for protocol searches.
         data_dir: folder of the MNIST IDX files (``None``: the 5,000 bundled digits).
         seed: seeds the initialization, training data, noise and test lists.
     """
@@ -197,6 +201,7 @@ class RelaxationsConfig:
     seed: int = 0
     augment_shift: int = 0
     cnn_chunk: int = 0
+    tau: float | None = None
 
     def __post_init__(self) -> None:
         if self.task not in ("numbers", "multidigit"):
@@ -222,19 +227,33 @@ class RelaxationsConfig:
             raise ValueError(f"cnn_chunk must be a non-negative int, got {c!r}")
         if c and self.task != "multidigit":
             raise ValueError("cnn_chunk exists for the multidigit task only")
+        t = self.tau
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)
+                              or not math.isfinite(t) or t <= 0):  # fmt: skip
+            raise ValueError(f"tau must be a finite number > 0 or None, got {t!r}")
+        if t is not None and RELAXATION_METHODS[self.method]["head"].get("head") == "hste":
+            raise ValueError(f"method {self.method!r} has no temperature to set (tau)")
         if RELAXATION_METHODS[self.method].get("layout") and self.task != "multidigit":
             raise ValueError(f"method {self.method!r} exists for the multidigit task only")
 
     def to_dict(self) -> dict:
         """The identity of the run: every field (the later ones only when set) and the head."""
         d = harness.config_dict(self, added=_ADDED_FIELDS)
-        d["head"] = dict(RELAXATION_METHODS[self.method]["head"])
+        d["head"] = _head_options(self)
         return d
 
 
 #: Fields added after cells were recorded: left out of a run's identity at their default, so
 #: the recorded cells stay current.
-_ADDED_FIELDS = {"augment_shift": 0, "cnn_chunk": 0}
+_ADDED_FIELDS = {"augment_shift": 0, "cnn_chunk": 0, "tau": None}
+
+
+def _head_options(config: RelaxationsConfig) -> dict:
+    """The method's head options, with ``config.tau`` when set."""
+    opts = dict(RELAXATION_METHODS[config.method]["head"])
+    if config.tau is not None:
+        opts["tau"] = float(config.tau)
+    return opts
 
 
 def available(method: str) -> str | None:
@@ -250,7 +269,7 @@ def available(method: str) -> str | None:
 
 def _head(config: RelaxationsConfig) -> PermutationHead | SortRelaxation:
     spec = RELAXATION_METHODS[config.method]
-    opts = dict(spec["head"])
+    opts = _head_options(config)
     if spec["family"] == "scores":
         return SortRelaxation(opts.pop("kind"), config.n, **opts)
     return PermutationHead(opts.pop("head"), **opts)
@@ -457,15 +476,12 @@ class RelaxationsExperiment(harness.Experiment):
 
     def cells(self, table, seeds, selection, only, overrides):
         spec = TABLES[table]
-        out = []
-        for seed in seeds:
-            for n in spec["ns"]:
-                for m in spec["methods"]:
-                    cfg = RelaxationsConfig(**(spec["protocol"] | {"method": m, "n": n,
-                                               "seed": seed} | dict(overrides)))  # fmt: skip
-                    out.append(({"method": m, "n": n, "seed": seed}, cfg))
-        keep = harness.select_cells(out, {k: v for k, v in selection.items() if k != "seed"},
-                                    only)  # fmt: skip
+        grid = [({"method": m, "n": n, "seed": seed}, None)
+                for seed in seeds for n in spec["ns"] for m in spec["methods"]]  # fmt: skip
+        # configs of the selected cells only: an override may not apply to every method
+        keep = [(cell, RelaxationsConfig(**(spec["protocol"] | cell | dict(overrides))))
+                for cell, _ in harness.select_cells(
+                    grid, {k: v for k, v in selection.items() if k != "seed"}, only)]  # fmt: skip
         missing = sorted({c.method for _, c in keep if available(c.method)})
         for m in missing:
             print(f"skipping {m}: {available(m)}")

@@ -14,6 +14,8 @@ Kinds:
   ``noise_factor > 0`` the stochastic variant (Plackett-Luce samples by Gumbel perturbation of the
   scores, :func:`permlib.relaxed_sort.plackett_luce_perturb`);
 * ``"softsort"``: :func:`permlib.relaxed_sort.soft_sort` (Prillo and Eisenschlos, 2020);
+* ``"ot_sort"``: :func:`permlib.relaxed_sort.ot_sort` (Cuturi et al., 2019), ``tau`` its
+  ``epsilon``;
 * ``"diffsort_odd_even"``, ``"diffsort_bitonic"``: the differentiable sorting networks of
   Petersen et al. (2021, 2022) through their package ``diffsort`` (an optional dependency,
   ``pip install -e '.[peers]'``); ``tau`` is the inverse of its ``steepness``.
@@ -32,11 +34,18 @@ from torch import nn
 
 from permlib.nn.heads import noise_samples, reconstruct
 from permlib.nn.init import init_linear_
-from permlib.relaxed_sort import neural_sort, plackett_luce_perturb, soft_sort, sort_permutation
+from permlib.relaxed_sort import (
+    neural_sort,
+    ot_sort,
+    plackett_luce_perturb,
+    soft_sort,
+    sort_permutation,
+)
 
 __all__ = ["RELAXATIONS", "ScoreSortingNetwork", "SortRelaxation", "diffsort_available"]
 
-RELAXATIONS: tuple[str, ...] = ("neuralsort", "softsort", "diffsort_odd_even", "diffsort_bitonic")
+RELAXATIONS: tuple[str, ...] = ("neuralsort", "softsort", "ot_sort", "diffsort_odd_even",
+                                 "diffsort_bitonic")  # fmt: skip
 _DIFFSORT_TYPES = {"diffsort_odd_even": "odd_even", "diffsort_bitonic": "bitonic"}
 INSTALL_PEERS = "pip install -e '.[peers]' (or pip install diffsort==0.2.0)"
 
@@ -57,7 +66,8 @@ class SortRelaxation(nn.Module):
         kind: one of :data:`RELAXATIONS`.
         n: items per list (needed by the sorting networks of ``diffsort``, which are built for
             one size; checked against the input for every kind).
-        tau: temperature (``neuralsort``, ``softsort``) or ``1 / steepness`` (``diffsort``), > 0.
+        tau: temperature (``neuralsort``, ``softsort``), the regularization ``epsilon``
+            (``ot_sort``) or ``1 / steepness`` (``diffsort``), > 0.
         noise_factor: scale of the Gumbel noise on the scores during training (0: deterministic).
         n_samples: noise draws per list (``None``: 10 with noise, 1 without).
         distribution: ``diffsort``'s relaxation of a swap (its default ``"cauchy"``).
@@ -115,6 +125,8 @@ class SortRelaxation(nn.Module):
             return neural_sort(scores, self.tau)
         if self.kind == "softsort":
             return soft_sort(scores, self.tau)
+        if self.kind == "ot_sort":
+            return ot_sort(scores, self.tau)
         flat = scores.reshape(-1, scores.shape[-1])
         if flat.shape[0] == 0:
             return scores.new_zeros(*scores.shape, scores.shape[-1])

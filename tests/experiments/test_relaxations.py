@@ -36,6 +36,24 @@ def test_configs_are_checked():
         RelaxationsConfig(method="gumbel_sinkhorn_grover")
     with pytest.raises(ValueError, match="n must"):
         RelaxationsConfig(n=0)
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="tau must"):
+            RelaxationsConfig(tau=bad)
+    with pytest.raises(ValueError, match="no temperature"):
+        RelaxationsConfig(method="hste", tau=0.5)
+
+
+def test_tau_overrides_the_head_and_only_enters_identities_when_set():
+    plain = RelaxationsConfig(method="ot_sort", n=4)
+    assert "tau" not in plain.to_dict() and plain.to_dict()["head"]["tau"] == 1e-2
+    hot = RelaxationsConfig(method="ot_sort", n=4, tau=0.1)
+    assert hot.to_dict()["tau"] == 0.1 and hot.to_dict()["head"]["tau"] == 0.1
+    assert relaxations.build(hot).head.tau == 0.1
+    assert relaxations.build(RelaxationsConfig(method="sinkhorn", n=4, tau=0.5)).head.tau == 0.5
+    # an override that applies to some methods only selects before it builds configs
+    cells = relaxations.EXPERIMENT.cells("numbers", (0,), {"method": ["ot_sort"]}, [],
+                                         {"tau": 0.1})  # fmt: skip
+    assert [c.tau for _, c in cells] == [0.1] * len(relaxations.TABLES["numbers"]["ns"])
 
 
 def test_multidigit_loss_layouts():

@@ -6,7 +6,7 @@ from permlib.nn.multidigit import MultiDigitCNN, MultiDigitSorter
 from permlib.nn.ranking import ScoreSortingNetwork, SortRelaxation, diffsort_available
 
 
-@pytest.mark.parametrize("kind", ["neuralsort", "softsort", "diffsort_odd_even",
+@pytest.mark.parametrize("kind", ["neuralsort", "softsort", "ot_sort", "diffsort_odd_even",
                                   "diffsort_bitonic"])  # fmt: skip
 def test_relaxation_shapes_and_decoding(kind):
     if kind.startswith("diffsort") and not diffsort_available():
