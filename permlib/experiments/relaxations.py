@@ -31,8 +31,12 @@ sits at its own index, which one image cannot know. It is here to explain their 
 numbers, not as a way to train.
 
 Peers: NeuralSort and SoftSort are implemented in :mod:`permlib.relaxed_sort` (tested against
-the ``difftopk`` package); the sorting networks come from the ``diffsort`` package, an optional
-extra (``pip install -e '.[peers]'``): without it their cells are skipped with a message.
+the ``difftopk`` package), and so is the optimal-transport sort of Cuturi et al. (tested against
+OTT-JAX's ``soft_sort`` where ``ott-jax`` is installed); the sorting networks come from the
+``diffsort`` package, an optional extra (``pip install -e '.[peers]'``), and the soft ranks of
+Blondel et al. from ``torchsort`` (``pip install --no-build-isolation torchsort==0.1.10``, a
+C++ extension built against the installed torch): without them their cells are skipped with a
+message saying how to install them.
 
 Usage (from the repository root)::
 
@@ -60,7 +64,15 @@ from permlib.experiments.harness import FitResult
 from permlib.experiments.methods import METHODS
 from permlib.nn import PermutationHead, SortingNetwork
 from permlib.nn.multidigit import MultiDigitSorter
-from permlib.nn.ranking import INSTALL_PEERS, ScoreSortingNetwork, SortRelaxation
+from permlib.nn.ranking import (
+    INSTALL_PEERS,
+    INSTALL_TORCHSORT,
+    ScoreSortingNetwork,
+    SoftRank,
+    SortRelaxation,
+    rank_loss,
+    torchsort_available,
+)
 from permlib.nn.ranking import diffsort_available as _diffsort_available
 from permlib.permutations import invert_permutation, permutation_matrix
 from permlib.sinkhorn import sinkhorn
@@ -87,8 +99,10 @@ __all__ = [
 AXES = ("method", "n", "seed")
 
 #: Every method: ``family`` ``"matrix"`` (a :class:`~permlib.nn.PermutationHead` on an n x n
-#: matrix of log-potentials) or ``"scores"`` (a :class:`~permlib.nn.ranking.SortRelaxation`
-#: on one score per item), the head's options, and where the method comes from.
+#: matrix of log-potentials), ``"scores"`` (a :class:`~permlib.nn.ranking.SortRelaxation`
+#: on one score per item) or ``"ranks"`` (a :class:`~permlib.nn.ranking.SoftRank`: one score
+#: per item, soft ranks out, trained by :func:`~permlib.nn.ranking.rank_loss`), the head's
+#: options, and where the method comes from.
 RELAXATION_METHODS: dict[str, dict] = {
     **{name: {"family": "matrix", "head": dict(opts), "source": "permlib"}
        for name, opts in METHODS.items()},  # fmt: skip
@@ -105,6 +119,8 @@ RELAXATION_METHODS: dict[str, dict] = {
     },
     "softsort": {"family": "scores", "head": {"kind": "softsort", "tau": 1.0},
                  "source": "permlib.relaxed_sort (Prillo and Eisenschlos, 2020)"},  # fmt: skip
+    "torchsort_rank": {"family": "ranks", "head": {"kind": "torchsort_rank", "tau": 1.0},
+                       "source": "torchsort 0.1.10 (Blondel et al., 2020)", "peer": "torchsort"},
     "ot_sort": {"family": "scores", "head": {"kind": "ot_sort", "tau": 1e-2},
                 "source": "permlib.relaxed_sort (Cuturi et al., 2019; OTT-JAX's soft_sort plan)"},
     "diffsort_odd_even": {"family": "scores", "head": {"kind": "diffsort_odd_even", "tau": 0.1},
@@ -113,7 +129,8 @@ RELAXATION_METHODS: dict[str, dict] = {
                          "source": "diffsort 0.2.0 (Petersen et al.)", "peer": "diffsort"},
 }  # fmt: skip
 
-_PEERS = {"diffsort": _diffsort_available}
+_PEERS = {"diffsort": _diffsort_available, "torchsort": torchsort_available}
+_INSTALL = {"diffsort": INSTALL_PEERS, "torchsort": INSTALL_TORCHSORT}
 
 TABLES: dict[str, dict] = {
     "numbers": {
@@ -122,7 +139,7 @@ TABLES: dict[str, dict] = {
                      "n_test": 1000},  # fmt: skip
         "methods": ("gumbel_sinkhorn", "sinkhorn", "hste", "gumbel_sinkhorn_implicit",
                     "neuralsort", "neuralsort_stochastic", "softsort", "diffsort_odd_even",
-                    "diffsort_bitonic", "ot_sort"),  # fmt: skip
+                    "diffsort_bitonic", "ot_sort", "torchsort_rank"),  # fmt: skip
         "ns": (5, 15, 80, 120),
     },
     "multidigit": {
@@ -137,7 +154,7 @@ TABLES: dict[str, dict] = {
         # the rows of their table first (the grid runs in this order)
         "methods": ("neuralsort", "neuralsort_stochastic", "gumbel_sinkhorn",
                     "gumbel_sinkhorn_grover", "sinkhorn", "softsort", "hste",
-                    "diffsort_odd_even", "ot_sort"),
+                    "diffsort_odd_even", "ot_sort", "torchsort_rank"),
         "ns": (3, 5, 7, 9, 15),
     },
 }  # fmt: skip
@@ -260,16 +277,19 @@ def available(method: str) -> str | None:
     """``None`` if ``method`` can run here, else why not (with the install command)."""
     peer = RELAXATION_METHODS[method].get("peer")
     if peer and not _PEERS[peer]():
-        return f"needs the package {peer}: {INSTALL_PEERS}"
+        return f"needs the package {peer}: {_INSTALL[peer]}"
     return None
 
 
 # --------------------------------------------------------------------------- models
 
 
-def _head(config: RelaxationsConfig) -> PermutationHead | SortRelaxation:
+def _head(config: RelaxationsConfig) -> PermutationHead | SortRelaxation | SoftRank:
     spec = RELAXATION_METHODS[config.method]
     opts = _head_options(config)
+    if spec["family"] == "ranks":
+        opts.pop("kind")
+        return SoftRank(config.n, **opts)
     if spec["family"] == "scores":
         return SortRelaxation(opts.pop("kind"), config.n, **opts)
     return PermutationHead(opts.pop("head"), **opts)
@@ -281,7 +301,7 @@ def build(config: RelaxationsConfig, generator: torch.Generator | None = None) -
     if config.task == "multidigit":
         return MultiDigitSorter(config.n, head, config.n_digits, chunk=config.cnn_chunk or None,
                                 generator=generator)
-    if isinstance(head, SortRelaxation):
+    if isinstance(head, SortRelaxation | SoftRank):
         return ScoreSortingNetwork(config.n, config.hidden, head, generator=generator)
     return SortingNetwork(config.n, config.hidden, head, generator=generator)
 
@@ -346,6 +366,7 @@ def train(
         data = _digits(config)
         hard = spec["head"].get("head") == "hste"
         layout = spec.get("layout", "items")
+        ranks = spec["family"] == "ranks"
 
         def batch(step: int):
             return sample_multidigit_batch(data.train, data.train_labels, config.batch_size,
@@ -354,8 +375,10 @@ def train(
                                            device=device)  # fmt: skip
 
         def loss(m, b):
-            return multidigit_loss(m(b.images, generator=gens["noise"]), b.perm, hard=hard,
-                                   layout=layout)  # fmt: skip
+            out = m(b.images, generator=gens["noise"])
+            if ranks:
+                return rank_loss(out, b.perm)
+            return multidigit_loss(out, b.perm, hard=hard, layout=layout)
 
     return harness.fit(model, loss, batch, opt, config.n_steps, scheduler=scheduler,
                        generators=gens, device=device, checkpoint=checkpoint,

@@ -86,8 +86,10 @@ class MultiDigitSorter(nn.Module):
     Args:
         n: numbers per list.
         head: a :class:`~permlib.nn.heads.PermutationHead` (the CNN emits ``n`` log-potentials
-            per number, a row of the ``n x n`` matrix) or a
-            :class:`~permlib.nn.ranking.SortRelaxation` (the CNN emits one score per number).
+            per number, a row of the ``n x n`` matrix), a
+            :class:`~permlib.nn.ranking.SortRelaxation` (the CNN emits one score per number) or
+            a :class:`~permlib.nn.ranking.SoftRank` (one score; ``forward`` returns soft ranks
+            ``(S, B, n)``).
         n_digits: digits per number.
         chunk: images per call of the CNN (``None``: all at once; :class:`MultiDigitCNN`).
         generator: CPU generator for the CNN's initial weights.
@@ -104,12 +106,13 @@ class MultiDigitSorter(nn.Module):
                  generator: torch.Generator | None = None) -> None:  # fmt: skip
         super().__init__()
         from permlib.nn.heads import PermutationHead
-        from permlib.nn.ranking import SortRelaxation
+        from permlib.nn.ranking import SoftRank, SortRelaxation
 
-        if not isinstance(head, PermutationHead | SortRelaxation):
-            raise TypeError(f"head must be a PermutationHead or a SortRelaxation, got {type(head)}")
+        if not isinstance(head, PermutationHead | SortRelaxation | SoftRank):
+            raise TypeError("head must be a PermutationHead, a SortRelaxation or a SoftRank, "
+                            f"got {type(head)}")  # fmt: skip
         self.n, self.head = n, head
-        self.scores_only = isinstance(head, SortRelaxation)
+        self.scores_only = isinstance(head, SortRelaxation | SoftRank)
         self.cnn = MultiDigitCNN(n_digits, 1 if self.scores_only else n, chunk=chunk,
                                  generator=generator)
 

@@ -20,6 +20,10 @@ Kinds:
   Petersen et al. (2021, 2022) through their package ``diffsort`` (an optional dependency,
   ``pip install -e '.[peers]'``); ``tau`` is the inverse of its ``steepness``.
 
+A :class:`SoftRank` head relaxes the *ranks* instead, through the package ``torchsort``
+(Blondel et al., 2020; an optional dependency): scores ``(B, N)`` in, soft ranks ``(S, B, N)``
+out, no matrix. Its loss compares ranks (:func:`rank_loss`), not reconstructions.
+
 At test time every kind decodes by sorting the scores
 (:func:`permlib.relaxed_sort.sort_permutation`).
 """
@@ -42,12 +46,33 @@ from permlib.relaxed_sort import (
     sort_permutation,
 )
 
-__all__ = ["RELAXATIONS", "ScoreSortingNetwork", "SortRelaxation", "diffsort_available"]
+__all__ = [
+    "RELAXATIONS",
+    "ScoreSortingNetwork",
+    "SoftRank",
+    "SortRelaxation",
+    "diffsort_available",
+    "rank_loss",
+    "torchsort_available",
+]
 
 RELAXATIONS: tuple[str, ...] = ("neuralsort", "softsort", "ot_sort", "diffsort_odd_even",
                                  "diffsort_bitonic")  # fmt: skip
 _DIFFSORT_TYPES = {"diffsort_odd_even": "odd_even", "diffsort_bitonic": "bitonic"}
 INSTALL_PEERS = "pip install -e '.[peers]' (or pip install diffsort==0.2.0)"
+#: torchsort is a C++ extension compiled against the installed torch, so pip must not build it
+#: in an isolated environment (which would download another torch); where nvcc is on PATH but
+#: torch is a CPU build, its setup also fails to find CUDA: hide nvcc from PATH for the build.
+INSTALL_TORCHSORT = "pip install --no-build-isolation torchsort==0.1.10"
+
+
+def torchsort_available() -> bool:
+    """Whether the optional package ``torchsort`` (and its compiled extension) imports."""
+    try:
+        import torchsort  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def diffsort_available() -> bool:
@@ -157,6 +182,68 @@ class SortRelaxation(nn.Module):
         return sort_permutation(scores)
 
 
+class SoftRank(nn.Module):
+    """Scores in, soft ranks out: ``torchsort.soft_rank`` (Blondel et al., 2020), the
+    projection of the scores onto the permutahedron with an ``"l2"`` or ``"kl"`` regularization
+    of strength ``tau``. No permutation matrix: train it with :func:`rank_loss`.
+
+    Args:
+        n: items per list (checked against the input), or ``None``.
+        tau: ``regularization_strength``, > 0 (as ``tau -> 0`` the soft ranks become the ranks).
+        regularization: ``"l2"`` (torchsort's default) or ``"kl"``.
+
+    Shape:
+        ``forward(scores)``: ``(B, N) -> (1, B, N)`` soft ranks, 0-based and ascending (the
+        smallest score's rank tends to 0), the layout of positions in
+        :func:`~permlib.relaxed_sort.sort_permutation`. ``predict(scores)``: ``(B, N)`` int64.
+    """
+
+    kind = "torchsort_rank"
+
+    def __init__(self, n: int | None = None, *, tau: float = 1.0,
+                 regularization: str = "l2") -> None:  # fmt: skip
+        super().__init__()
+        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
+            raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+        if regularization not in ("l2", "kl"):
+            raise ValueError(f"regularization must be 'l2' or 'kl', got {regularization!r}")
+        try:
+            import torchsort
+        except ImportError as err:
+            raise ImportError(f"SoftRank needs the package torchsort: {INSTALL_TORCHSORT}") from err
+        self._soft_rank = torchsort.soft_rank
+        self.n, self.tau, self.regularization = n, float(tau), regularization
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, tau={self.tau}, regularization={self.regularization!r}"
+
+    _check = SortRelaxation._check
+
+    def forward(self, scores: torch.Tensor, *,
+                generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+        """Training-time soft ranks ``(1, B, N)`` (no noise; ``generator`` is unused)."""
+        self._check(scores)
+        if scores.shape[0] == 0:
+            return scores.new_zeros(1, *scores.shape)
+        ranks = self._soft_rank(scores, regularization=self.regularization,
+                                regularization_strength=self.tau)  # fmt: skip
+        return (ranks - 1).unsqueeze(0)
+
+    @torch.no_grad()
+    def predict(self, scores: torch.Tensor) -> torch.Tensor:
+        """Test-time ranks: the ascending sort of the scores, ``(B, N)``."""
+        self._check(scores)
+        return sort_permutation(scores)
+
+
+def rank_loss(soft_ranks: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between soft ranks ``(S, B, N)`` and the true positions ``(B, N)``,
+    both divided by ``N`` (so that the loss lies on the scale of ``[0, 1]`` whatever ``N``): a
+    scalar."""
+    n = perm.shape[-1]
+    return ((soft_ranks - perm.to(soft_ranks.dtype)) / n).square().mean()
+
+
 class ScoreSortingNetwork(nn.Module):
     """The sorting network of :class:`~permlib.nn.SortingNetwork` with a one-score output: each
     number goes through ``g1`` (affine ``1 -> hidden`` + ReLU) and an affine map to a single
@@ -169,7 +256,8 @@ class ScoreSortingNetwork(nn.Module):
     Args:
         n: numbers per list.
         hidden: width of ``g1``.
-        relaxation: a :class:`SortRelaxation` or its kind, built with ``relaxation_options``.
+        relaxation: a :class:`SortRelaxation` or its kind, built with ``relaxation_options``,
+            or a :class:`SoftRank` (then ``forward`` returns soft ranks ``(S, B, N)``).
         init: ``"glorot"`` (Glorot-uniform weights, zero biases) or ``"torch"``.
         generator: CPU generator for the initial weights.
 
@@ -187,7 +275,7 @@ class ScoreSortingNetwork(nn.Module):
         if init not in ("glorot", "torch"):
             raise ValueError(f"init must be 'glorot' or 'torch', got {init!r}")
         self.n, self.init = n, init
-        if isinstance(relaxation, SortRelaxation):
+        if isinstance(relaxation, SortRelaxation | SoftRank):
             if relaxation_options:
                 raise ValueError("pass relaxation options to the SortRelaxation, not here")
             self.head = relaxation
@@ -216,7 +304,10 @@ class ScoreSortingNetwork(nn.Module):
     def loss(self, x: torch.Tensor, x_sorted: torch.Tensor, *,
              generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
         """The sorting loss of :meth:`permlib.nn.SortingNetwork.loss`: mean squared error
-        between ``P^T x`` and the sorted list."""
+        between ``P^T x`` and the sorted list; with a :class:`SoftRank` head, which has no
+        ``P``, :func:`rank_loss` against the ranks of ``x``."""
+        if isinstance(self.head, SoftRank):
+            return rank_loss(self(x, generator=generator), sort_permutation(x))
         return (reconstruct(self(x, generator=generator), x) - x_sorted).square().mean()
 
     @torch.no_grad()

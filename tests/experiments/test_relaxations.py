@@ -121,6 +121,26 @@ def test_missing_peer_is_a_skipped_row(monkeypatch, capsys):
         train(RelaxationsConfig(method="diffsort_bitonic", n=4, n_steps=1), progress=False)
 
 
+def test_missing_torchsort_is_a_skipped_row(monkeypatch, capsys):
+    monkeypatch.setitem(relaxations._PEERS, "torchsort", lambda: False)
+    cells = relaxations.EXPERIMENT.cells("multidigit", (0,), {"n": [3]}, [], {})
+    assert "torchsort_rank" not in {c.method for _, c in cells}
+    assert "--no-build-isolation torchsort" in capsys.readouterr().out
+
+
+def test_soft_ranks_train_on_both_tasks(tmp_path):
+    pytest.importorskip("torchsort")
+    numbers = RelaxationsConfig(method="torchsort_rank", n=5, n_steps=5, n_test=20)
+    out = relaxations.run_cell(numbers, progress=False)
+    assert 0 <= out["metrics"]["exact_match"] <= 1 and out["config"]["head"]["tau"] == 1.0
+    digits = RelaxationsConfig(task="multidigit", method="torchsort_rank", n=3, lr=1e-3,
+                               lr_schedule="constant", batch_size=4, n_steps=3, n_test=8,
+                               cnn_chunk=5)  # fmt: skip
+    out = relaxations.run_cell(digits, progress=False)
+    assert "exact_match_grover" not in out["metrics"]  # no matrix to decode their way
+    assert out["train"]["steps"] == 3
+
+
 def test_ci_is_small_and_learns():
     out = relaxations.run("ci", task="numbers", n_steps=150)
     assert out["metrics"]["exact_match"] > 0.5 and "model" in out

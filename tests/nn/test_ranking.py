@@ -104,3 +104,51 @@ def test_multidigit_cnn_in_chunks_computes_the_same_forward():
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="chunk must be a positive int"):
             MultiDigitCNN(chunk=bad)
+
+
+def test_soft_rank_head_ranks_and_trains():
+    pytest.importorskip("torchsort")
+    from permlib.nn.ranking import SoftRank, rank_loss
+
+    head = SoftRank(5, tau=1e-3)
+    s = torch.randn(3, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    ranks = head(s)
+    truth = torch.argsort(torch.argsort(s, dim=-1), dim=-1)
+    assert ranks.shape == (1, 3, 5)
+    torch.testing.assert_close(ranks[0], truth.float())  # 0-based, ascending
+    assert torch.equal(head.predict(s), truth)
+    soft = SoftRank(5, tau=10.0)(s)
+    torch.testing.assert_close(soft.sum(dim=-1), torch.full((1, 3), 10.0))  # sum of 0..4
+    rank_loss(soft, truth).backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+    assert SoftRank(5)(torch.zeros(0, 5)).shape == (1, 0, 5)
+    with pytest.raises(ValueError, match="tau"):
+        SoftRank(5, tau=0.0)
+    with pytest.raises(ValueError, match="regularization"):
+        SoftRank(5, regularization="l1")
+    with pytest.raises(ValueError, match="N = 5"):
+        head(torch.randn(2, 4))
+    # the same small network as the score relaxations learns to sort with it
+    net = ScoreSortingNetwork(6, 16, SoftRank(6), generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(150):
+        x = torch.rand(16, 6, generator=gen)
+        loss = net.loss(x, x.sort(dim=-1).values)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = torch.rand(200, 6, generator=gen)
+    truth = torch.argsort(torch.argsort(x, dim=-1), dim=-1)
+    assert (net.predict(x) == truth).all(dim=-1).double().mean() > 0.95
+
+
+def test_soft_rank_without_torchsort_says_how_to_install(monkeypatch):
+    import sys
+
+    from permlib.nn.ranking import SoftRank, torchsort_available
+
+    monkeypatch.setitem(sys.modules, "torchsort", None)  # import torchsort -> ImportError
+    assert not torchsort_available()
+    with pytest.raises(ImportError, match="no-build-isolation torchsort"):
+        SoftRank(4)
