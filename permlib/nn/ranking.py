@@ -39,6 +39,7 @@ from torch import nn
 from permlib.nn.heads import noise_samples, reconstruct
 from permlib.nn.init import init_linear_
 from permlib.relaxed_sort import (
+    _check_scores,
     neural_sort,
     ot_sort,
     plackett_luce_perturb,
@@ -221,13 +222,17 @@ class SoftRank(nn.Module):
 
     def forward(self, scores: torch.Tensor, *,
                 generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-        """Training-time soft ranks ``(1, B, N)`` (no noise; ``generator`` is unused)."""
+        """Training-time soft ranks ``(1, B, N)`` (no noise; ``generator`` is unused).
+        Half-precision scores are ranked in float32 (torchsort has no bfloat16 kernel) and the
+        ranks returned in their dtype."""
         self._check(scores)
+        scores = _check_scores(scores)  # floating and finite
         if scores.shape[0] == 0:
             return scores.new_zeros(1, *scores.shape)
-        ranks = self._soft_rank(scores, regularization=self.regularization,
+        work = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+        ranks = self._soft_rank(work, regularization=self.regularization,
                                 regularization_strength=self.tau)  # fmt: skip
-        return (ranks - 1).unsqueeze(0)
+        return (ranks - 1).to(scores.dtype).unsqueeze(0)
 
     @torch.no_grad()
     def predict(self, scores: torch.Tensor) -> torch.Tensor:

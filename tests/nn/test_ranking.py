@@ -122,6 +122,14 @@ def test_soft_rank_head_ranks_and_trains():
     rank_loss(soft, truth).backward()
     assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
     assert SoftRank(5)(torch.zeros(0, 5)).shape == (1, 0, 5)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        half = head(s.detach().to(dtype))
+        assert half.dtype == dtype
+        torch.testing.assert_close(half[0].float(), truth.float(), atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="scores"):
+        head(torch.tensor([[0.0, float("nan"), 1.0, 2.0, 3.0]]))
+    with pytest.raises(TypeError, match="scores must be a floating"):
+        head(torch.arange(5).unsqueeze(0))
     with pytest.raises(ValueError, match="tau"):
         SoftRank(5, tau=0.0)
     with pytest.raises(ValueError, match="regularization"):
