@@ -14,9 +14,10 @@ every image. Initialization: PyTorch's default (theirs: truncated normal with sd
 
 ``chunk`` runs the network on that many images at a time. On a CPU a whole training batch of
 the benchmark (``20 n`` strips, 300 at ``n = 15``) leaves the caches and costs about 1.6 times
-as much per image as chunks of 32 (measured on 2 cores, 2026-12-06). The forward pass is per
-image and so bitwise the same; only the summation order of the weights' gradients over the
-images changes, which changes the trained weights in their last bits.
+as much per image as chunks of 32 (measured on 2 cores, 2026-12-06). The forward pass treats
+each image alone (bitwise the same outputs on that machine, and equal to rounding everywhere,
+as a test checks); the weights' gradients are summed over the images in another order, which
+changes the trained weights in their last bits.
 """
 
 from __future__ import annotations
