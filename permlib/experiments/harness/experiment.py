@@ -10,6 +10,8 @@ files, resuming, stale checks, artifacts, provenance, ``--verify``, the command 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import time
@@ -118,7 +120,9 @@ class Experiment:
         if data is None or not current:
             return data
         seeds = sorted({rec["cell"]["seed"] for rec in data["cells"]})
-        now = {cell_id(c): self.identity(cfg) for c, cfg in self.cells(table, seeds, {}, [], {})}
+        with contextlib.redirect_stdout(io.StringIO()):  # what cells() says it skips is for runs
+            grid = self.cells(table, seeds, {}, [], {})
+        now = {cell_id(c): self.identity(cfg) for c, cfg in grid}
         ids = [cell_id(rec["cell"]) for rec in data["cells"]]
         stale = [i for i, rec in zip(ids, data["cells"], strict=True)
                  if i in now and rec.get("config") != now[i]]
