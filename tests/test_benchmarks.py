@@ -580,3 +580,17 @@ def test_ratio_rows_against_a_base_method():
     assert rows[1]["min_ms"] == 1000.0 and rows[1]["reps"] == 3
     with pytest.raises(KeyError, match="'c'"):
         ratio_rows({"a": [1.0]}, "c")
+
+
+def test_cnn_chunk_benchmark_records_ratios(tmp_path):
+    from benchmarks import cnn_chunk
+
+    result = cnn_chunk.main(["--ns", "2", "--chunks", "0", "3", "--lists", "3", "--reps", "2",
+                             "--out", str(tmp_path)])  # fmt: skip
+    rows = {r["chunk"]: r for r in result["rows"]}
+    assert set(rows) == {0, 3} and rows[0]["vs_whole"] == 1.0 and rows[3]["strips"] == 6
+    assert rows[3]["ms_per_strip"] > 0 and rows[3]["vs_whole"] > 0
+    saved = json.loads((tmp_path / "cnn_chunk_cpu.json").read_text())
+    assert saved["rows"] == result["rows"] and "git_commit" in saved["provenance"]
+    with pytest.raises(SystemExit):
+        cnn_chunk.main(["--chunks", "-1", "--out", str(tmp_path)])
