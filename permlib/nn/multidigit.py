@@ -13,7 +13,7 @@ every image. Initialization: PyTorch's default (theirs: truncated normal with sd
 0.1), drawn from ``generator``.
 
 ``chunk`` runs the network on that many images at a time. On a CPU a whole training batch of
-the benchmark (``20 n`` strips, 300 at ``n = 15``) leaves the caches and costs about 1.7 times
+the benchmark (``20 n`` strips, 300 at ``n = 15``) leaves the caches and costs about 1.8 times
 as much per image as chunks of 32 (``python -m benchmarks.cnn_chunk``; one run on 2 cores,
 2026-12-07, in ``benchmarks/results/cnn_chunk_cpu.json``; at 60 strips it changes little). The forward pass treats
 each image alone (bitwise the same outputs on that machine, and equal to rounding everywhere,
