@@ -14,11 +14,11 @@ every image. Initialization: PyTorch's default (theirs: truncated normal with sd
 
 ``chunk`` runs the network on that many images at a time. On a CPU a whole training batch of
 the benchmark (``20 n`` strips, 300 at ``n = 15``) leaves the caches and costs about 1.8 times
-as much per image as chunks of 32 (``python -m benchmarks.cnn_chunk``; one run on 2 cores,
-2026-12-07, in ``benchmarks/results/cnn_chunk_cpu.json``; at 60 strips it changes little). The forward pass treats
-each image alone (bitwise the same outputs on that machine, and equal to rounding everywhere,
-as a test checks); the weights' gradients are summed over the images in another order, which
-changes the trained weights in their last bits.
+as much per image as chunks of 32 (``python -m benchmarks.cnn_chunk``: one run on 2 cores,
+2026-12-07, in ``benchmarks/results/cnn_chunk_cpu.json``; at 60 strips it changes little). The
+forward pass treats each image alone (bitwise the same outputs on that machine, and equal to
+rounding everywhere, as a test checks); the weights' gradients are summed over the images in
+another order, which changes the trained weights in their last bits.
 """
 
 from __future__ import annotations
