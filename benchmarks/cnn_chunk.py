@@ -16,7 +16,6 @@ Results go to ``_build/bench/cnn_chunk_<device>.json`` (git-ignored), or with ``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if min(args.ns) < 1 or args.lists < 1 or args.reps < 1 or min(args.chunks) < 0:
         ap.error("--ns, --lists and --reps must be positive, --chunks non-negative")
-    from benchmarks.run import parse_device, provenance_info
+    from benchmarks.run import parse_device, provenance_info, write_result
 
     dev = parse_device(ap, args.device)
     torch.set_num_threads(args.threads)
@@ -111,10 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         label = "whole" if r["chunk"] == 0 else str(r["chunk"])
         print(f"  n = {r['n']:3d} ({r['strips']:4d} strips)  chunk {label:>5}: "
               f"{r['ms_per_strip']:.2f} ms  (x {ratio})")
-    out = args.out if args.out is not None else (RESULTS if args.record else SCRATCH)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"cnn_chunk_{dev.type}.json"
-    path.write_text(json.dumps(result, indent=1))
+    path = write_result(result, f"cnn_chunk_{dev.type}", out=args.out, record=args.record,
+                        results=RESULTS, scratch=SCRATCH)
     print(f"wrote {path}")
     return result
 

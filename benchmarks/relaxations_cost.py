@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
                           args.max_gb):  # fmt: skip
             print(json.dumps(cell), flush=True)
         return {}
-    from benchmarks.run import parse_device
+    from benchmarks.run import parse_device, write_result
 
     dev = parse_device(ap, args.device)
     if min(args.ns) < 1 or args.batch < 1 or args.reps < 1:
@@ -371,10 +371,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\nOne training step on {device} (batch {args.batch}, {args.threads} thread(s)): "
           f"min ms over rounds, peak MiB of a step\n")  # fmt: skip
     print(markdown(result))
-    out = args.out if args.out is not None else (RESULTS if args.record else SCRATCH)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"relaxations_cost_{dev.type}.json"
-    path.write_text(json.dumps(result, indent=1))
+    path = write_result(result, f"relaxations_cost_{dev.type}", out=args.out, record=args.record,
+                        results=RESULTS, scratch=SCRATCH)
     print(f"\nwrote {path}")
     return result
 

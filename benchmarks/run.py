@@ -222,6 +222,17 @@ def parse_device(ap: argparse.ArgumentParser, value: str) -> torch.device:
     return dev
 
 
+def write_result(result: dict, name: str, *, out: Path | None, record: bool, results: Path,
+                 scratch: Path) -> Path:  # fmt: skip
+    """Write ``result`` as ``<folder>/<name>.json`` and return the path: ``out`` if given, else
+    ``results`` (tracked) with ``record``, else ``scratch`` (git-ignored)."""
+    folder = out if out is not None else (results if record else scratch)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1))
+    return path
+
+
 def provenance_info(argv: list[str], seed: int, mode: str, device: str,
                     script: str = "benchmarks.run",
                     packages: tuple[str, ...] = PEER_PACKAGES) -> dict:  # fmt: skip
