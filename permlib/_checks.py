@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "LOW_PRECISION",
     "check_finite",
     "check_float_matrix",
     "check_generator",
@@ -25,6 +26,7 @@ __all__ = [
     "check_same_device",
     "check_same_shape",
     "check_tensor",
+    "compute_float",
     "defers",
     "entry_mask",
     "extremes",
@@ -35,6 +37,15 @@ __all__ = [
     "nonfinite",
     "plain",
 ]
+
+#: Floating dtypes that permlib computes in float32, returning results in their own dtype.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def compute_float(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype it is computed in: float32 for :data:`LOW_PRECISION`, else ``x``."""
+    return x.float() if x.dtype in LOW_PRECISION else x
+
 
 
 def check_tensor(x: object, name: str) -> torch.Tensor:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from permlib._checks import check_finite, check_positive_real, check_tensor
+from permlib._checks import check_finite, check_positive_real, check_tensor, compute_float
 from permlib.gumbel import sample_gumbel
 from permlib.sinkhorn import log_sinkhorn
 
@@ -147,8 +147,7 @@ def ot_sort(scores: torch.Tensor, epsilon: float = 1e-2, *, n_iters: int = 2000,
     n = scores.shape[-1]
     if scores.numel() == 0:
         return scores.new_zeros(*scores.shape, n)
-    # half precision: squash in float32 (the sd of large scores overflows float16)
-    x = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+    x = compute_float(scores)  # half precision in float32: the sd of large scores overflows
     if squash:
         mean = x.mean(dim=-1, keepdim=True)
         sd = x.std(dim=-1, correction=0, keepdim=True)

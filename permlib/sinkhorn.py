@@ -31,10 +31,12 @@ import numpy as np
 import torch
 
 from permlib._checks import (
+    LOW_PRECISION,
     check_float_matrix,
     check_positive_int,
     check_positive_real,
     check_tensor,
+    compute_float,
     entry_mask,
     extremes,
     finite_range,
@@ -47,7 +49,6 @@ __all__ = ["ConvergenceWarning", "SinkhornInfo", "log_sinkhorn", "sinkhorn"]
 
 Backward = Literal["unroll", "implicit"]
 _BACKWARDS = ("unroll", "implicit")
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 #: Residual under which a result counts as doubly stochastic when no ``tol`` was given.
 DEFAULT_THRESHOLD = 1e-3
 #: Iterations between two convergence checks that need the host (one synchronization each on
@@ -1140,7 +1141,7 @@ def _log_sinkhorn(
     pot = _check_init(init, log_alpha)
 
     dtype = log_alpha.dtype
-    x = log_alpha.float() if dtype in _LOW_PRECISION else log_alpha
+    x = compute_float(log_alpha)
     if exists is not None or log_alpha.shape[-1] != log_alpha.shape[-2]:
         return _general_checked(
             log_alpha, x, exists, tau, tau_t, n_iters, tol, backward, return_info,
@@ -1259,7 +1260,7 @@ def _log_sinkhorn(
         total = math.prod(batch)
         _warn_unconverged(n_bad, total, worst, tol, n_iters, implicit, stacklevel)
     out = out.reshape(x.shape)
-    if not plan and dtype in _LOW_PRECISION:
+    if not plan and dtype in LOW_PRECISION:
         out = _representable(out, dtype)
     out = out.to(dtype)
     return (out, info) if return_info else out
@@ -1441,7 +1442,7 @@ def _under_transform(
         tau_min, tau_t = _check_tau(tau)
     pot = _check_init(init, log_alpha)
     dtype = log_alpha.dtype
-    x = log_alpha.float() if dtype in _LOW_PRECISION else log_alpha
+    x = compute_float(log_alpha)
     square = log_alpha.shape[-1] == log_alpha.shape[-2]
     if exists is not None or not square or bool((_unwrapped(log_alpha) == -math.inf).any()):
         # the masked loop in torch ops, which every transform differentiates (fixed unrolling)
@@ -1457,7 +1458,7 @@ def _under_transform(
     x = (x - shift) / (tau_min if tau_t is None else tau_t.to(device=x.device, dtype=x.dtype))
     g0 = None if pot is None else pot[1].to(x.dtype)
     out = _FuncSinkhorn.apply(x, g0, n_iters, plan)
-    if not plan and dtype in _LOW_PRECISION:
+    if not plan and dtype in LOW_PRECISION:
         out = _representable(out, dtype)
     return out.to(dtype)
 
@@ -1970,7 +1971,7 @@ def _general(
     if n_bad and (tol is not None or implicit):
         _warn_unconverged(n_bad, math.prod(batch), worst, tol, n_iters, implicit, stacklevel)
     out = out.reshape(x.shape)
-    if not plan and dtype in _LOW_PRECISION:
+    if not plan and dtype in LOW_PRECISION:
         keep = _from_frame(fr.allowed[:, :-1], fr.mode, fr.flip, n, m).reshape(x.shape)
         out = torch.where(keep, _representable(out, dtype), -math.inf)
     out = out.to(dtype)

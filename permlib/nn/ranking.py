@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from permlib._checks import compute_float
 from permlib.nn.heads import noise_samples, reconstruct
 from permlib.nn.init import init_linear_
 from permlib.relaxed_sort import (
@@ -229,8 +230,7 @@ class SoftRank(nn.Module):
         scores = _check_scores(scores)  # floating and finite
         if scores.shape[0] == 0:
             return scores.new_zeros(1, *scores.shape)
-        work = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
-        ranks = self._soft_rank(work, regularization=self.regularization,
+        ranks = self._soft_rank(compute_float(scores), regularization=self.regularization,
                                 regularization_strength=self.tau)  # fmt: skip
         return (ranks - 1).to(scores.dtype).unsqueeze(0)
 
