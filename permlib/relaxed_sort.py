@@ -40,7 +40,7 @@ import torch
 
 from permlib._checks import check_finite, check_positive_real, check_tensor, compute_float
 from permlib.gumbel import sample_gumbel
-from permlib.sinkhorn import log_sinkhorn
+from permlib.sinkhorn import DEFAULT_THRESHOLD, SinkhornInfo, log_sinkhorn
 
 __all__ = ["neural_sort", "ot_sort", "plackett_luce_perturb", "soft_sort", "sort_permutation"]
 
@@ -117,7 +117,8 @@ def soft_sort(scores: torch.Tensor, tau: float = 1.0, *, power: float = 1.0) -> 
 
 
 def ot_sort(scores: torch.Tensor, epsilon: float = 1e-2, *, n_iters: int = 2000,
-            tol: float = 1e-3, backward: str = "implicit", squash: bool = True) -> torch.Tensor:
+            tol: float = 1e-3, backward: str = "implicit", squash: bool = True,
+            return_info: bool = False) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     """The optimal-transport relaxation of the ascending sort of ``scores`` (Cuturi, Teboul and
     Vert, 2019).
 
@@ -138,15 +139,19 @@ def ot_sort(scores: torch.Tensor, epsilon: float = 1e-2, *, n_iters: int = 2000,
             of 2,000 iterations, its threshold ``1e-3`` and its implicit differentiation).
         squash: apply the sigmoid of the standardized scores (``False``: use the scores as
             they are, which should then lie in ``[0, 1]``).
+        return_info: also return :func:`permlib.log_sinkhorn`'s :class:`~permlib.SinkhornInfo`
+            (per list: the iterations Sinkhorn ran, the final residual, the potentials).
 
     Returns:
-        ``(..., N, N)`` doubly stochastic matrix, rows items and columns positions.
+        ``(..., N, N)`` doubly stochastic matrix, rows items and columns positions; with
+        ``return_info``, the pair ``(P, info)``.
     """
     scores = _check_scores(scores)
     epsilon = check_positive_real(epsilon, "epsilon")
     n = scores.shape[-1]
     if scores.numel() == 0:
-        return scores.new_zeros(*scores.shape, n)
+        empty = scores.new_zeros(*scores.shape, n)
+        return (empty, _empty_info(scores, tol)) if return_info else empty
     x = compute_float(scores)  # half precision in float32: the sd of large scores overflows
     if squash:
         mean = x.mean(dim=-1, keepdim=True)
@@ -154,8 +159,25 @@ def ot_sort(scores: torch.Tensor, epsilon: float = 1e-2, *, n_iters: int = 2000,
         x = torch.sigmoid((x - mean) / (sd + 1e-10))
     y = torch.linspace(0.0, 1.0, n, device=scores.device, dtype=x.dtype)
     cost = (x.unsqueeze(-1) - y).square()  # (..., N items, N targets)
-    log_p = log_sinkhorn(-cost, tau=epsilon, n_iters=n_iters, tol=tol, backward=backward)
-    return log_p.exp().to(scores.dtype)
+    out = log_sinkhorn(-cost, tau=epsilon, n_iters=n_iters, tol=tol, backward=backward,
+                       return_info=return_info)
+    if return_info:
+        log_p, info = out
+        return log_p.exp().to(scores.dtype), info
+    return out.exp().to(scores.dtype)
+
+
+def _empty_info(scores: torch.Tensor, tol: float | None) -> SinkhornInfo:
+    """The report of an empty batch (or of ``N = 0``, whose empty plan is doubly stochastic)."""
+    batch, n = scores.shape[:-1], scores.shape[-1]
+    x = compute_float(scores)
+    return SinkhornInfo(
+        residual=x.new_zeros(batch), n_iters=torch.zeros(batch, dtype=torch.int64,
+                                                         device=scores.device),
+        converged=torch.ones(batch, dtype=torch.bool, device=scores.device),
+        errors=x.new_zeros(*batch, 0), threshold=DEFAULT_THRESHOLD if tol is None else tol,
+        f=x.new_zeros(*batch, n), g=x.new_zeros(*batch, n),
+    )
 
 
 def plackett_luce_perturb(

@@ -167,6 +167,25 @@ def test_ot_sort_warns_when_sinkhorn_stops_short():
         ot_sort(s, 1e-3, n_iters=3)
 
 
+def test_ot_sort_reports_sinkhorn():
+    """``return_info``: the same plan, with log_sinkhorn's report on the squashed problem."""
+    from permlib import log_sinkhorn
+
+    s = torch.randn(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    p, info = ot_sort(s, 1e-2, return_info=True)
+    torch.testing.assert_close(p, ot_sort(s, 1e-2), rtol=0, atol=0)
+    x = torch.sigmoid((s - s.mean(-1, keepdim=True)) / s.std(-1, correction=0, keepdim=True))
+    cost = (x.unsqueeze(-1) - torch.linspace(0, 1, 6, dtype=torch.float64)).square()
+    _, ref = log_sinkhorn(-cost, tau=1e-2, n_iters=2000, tol=1e-3, return_info=True)
+    assert torch.equal(info.n_iters, ref.n_iters) and info.all_converged
+    assert info.n_iters.shape == (4,) and info.threshold == 1e-3
+    # an empty batch, and N = 0, report converged items that ran no iteration
+    for shape in [(0, 5), (3, 0)]:
+        p, info = ot_sort(torch.zeros(shape), return_info=True)
+        assert p.shape == (*shape, shape[-1]) and info.n_iters.shape == shape[:-1]
+        assert info.all_converged and not info.n_iters.any()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("n", "eps"), [(5, 1e-2), (12, 1e-1)])
 def test_ot_sort_against_ott_jax(n, eps):
