@@ -30,13 +30,12 @@ At test time every kind decodes by sorting the scores
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from permlib._checks import compute_float
+from permlib._checks import check_positive_real, compute_float
 from permlib.nn.heads import noise_samples, reconstruct
 from permlib.nn.init import init_linear_
 from permlib.relaxed_sort import (
@@ -117,8 +116,7 @@ class SortRelaxation(nn.Module):
         super().__init__()
         if kind not in RELAXATIONS:
             raise ValueError(f"kind must be one of {RELAXATIONS}, got {kind!r}")
-        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
-            raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+        tau = check_positive_real(tau, "tau")
         if not noise_factor >= 0:
             raise ValueError(f"noise_factor must be >= 0, got {noise_factor!r}")
         n_samples = noise_samples(noise_factor, n_samples)
@@ -205,8 +203,7 @@ class SoftRank(nn.Module):
     def __init__(self, n: int | None = None, *, tau: float = 1.0,
                  regularization: str = "l2") -> None:  # fmt: skip
         super().__init__()
-        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
-            raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+        tau = check_positive_real(tau, "tau")
         if regularization not in ("l2", "kl"):
             raise ValueError(f"regularization must be 'l2' or 'kl', got {regularization!r}")
         try:

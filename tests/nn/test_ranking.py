@@ -45,6 +45,8 @@ def test_relaxation_errors():
         SortRelaxation("bogus")
     with pytest.raises(ValueError, match="tau"):
         SortRelaxation("softsort", tau=0)
+    with pytest.raises(TypeError, match="tau must be a real number"):
+        SortRelaxation("softsort", tau=True)
     with pytest.raises(ValueError, match="n_samples"):
         SortRelaxation("softsort", n_samples=3)
     with pytest.raises(ValueError, match="N = 4"):
@@ -137,6 +139,8 @@ def test_soft_rank_head_ranks_and_trains():
         head(torch.arange(5).unsqueeze(0))
     with pytest.raises(ValueError, match="tau"):
         SoftRank(5, tau=0.0)
+    with pytest.raises(TypeError, match="tau must be a real number"):
+        SoftRank(5, tau="1")
     with pytest.raises(ValueError, match="regularization"):
         SoftRank(5, regularization="l1")
     with pytest.raises(ValueError, match="N = 5"):
